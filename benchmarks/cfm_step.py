@@ -1,0 +1,115 @@
+"""CFM train-step throughput: flowzoo (JAX) vs the same step in PyTorch eager.
+
+Batch 256, dim 64, MLP 3x512 (SiLU), Adam, independent coupling, Gaussian
+base. flowzoo runs `steps_per_dispatch` steps per jitted `lax.scan` dispatch;
+PyTorch runs its usual eager loop. Prints steps/s, the ratio and achieved
+GFLOP/s (matmul FLOPs of forward + backward, ~3x forward).
+
+    python benchmarks/cfm_step.py [--steps 2000] [--steps_per_dispatch 100]
+
+PyTorch is optional (`pip install -e '.[bench]'`); without it only flowzoo is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowzoo.bases.gaussian import Gaussian
+from flowzoo.couplings.independent import Independent
+from flowzoo.data.populations import Populations, pack
+from flowzoo.methods.cfm import CFM
+from flowzoo.models.mlp import MLP
+from flowzoo.train import Trainer, make_optimizer
+
+BATCH, DIM, WIDTH, DEPTH, FREQ = 256, 64, 512, 3, 8
+
+
+def matmul_flops_per_step(in_dim: int) -> float:
+  """2*B*(sum of layer fan-in*fan-out), times 3 for forward + backward."""
+  layers = [(in_dim, WIDTH)] + [(WIDTH, WIDTH)] * (DEPTH - 1) + [(WIDTH, DIM)]
+  return 3 * 2 * BATCH * sum(a * b for a, b in layers)
+
+
+def bench_flowzoo(steps: int, spd: int) -> tuple[float, int]:
+  rng = np.random.default_rng(0)
+  pops = Populations(names=["c0", "c1"], samples=[rng.normal(size=(4096, DIM))] * 2,
+                     descriptors=np.eye(2), splits=["train", "train"])
+  # cond_embed=0: the descriptor is concatenated raw, as in the PyTorch twin.
+  model = MLP(hidden=(WIDTH,) * DEPTH, act="silu", time_frequencies=FREQ, cond_embed=0)
+  method = CFM(model=model, base=Gaussian(event_shape=(DIM,)), coupling=Independent())
+  trainer = Trainer(method, {"velocity": make_optimizer(name="adam", lr=1e-3)},
+                    batch_size=BATCH, populations_per_batch=BATCH, ema_decay=0.999)
+  data, ids = trainer.replicate(pack(pops)), jnp.arange(2)
+  state = trainer.init(jax.random.key(0), data, ids)
+  key = jax.random.key(1)
+  state, _ = trainer.run(state, data, ids, key, spd)  # compile
+  t0 = time.perf_counter()
+  for _ in range(steps // spd):
+    state, _ = trainer.run(state, data, ids, key, spd)
+  return (steps // spd) * spd / (time.perf_counter() - t0), DIM + 2 * FREQ + 1 + 2
+
+
+def bench_torch(steps: int) -> float | None:
+  try:
+    import torch
+  except ImportError:
+    print("torch not installed: skipping the PyTorch twin (pip install -e '.[bench]')")
+    return None
+  torch.manual_seed(0)
+  in_dim = DIM + 2 * FREQ + 1 + 2
+  layers, d = [], in_dim
+  for _ in range(DEPTH):
+    layers += [torch.nn.Linear(d, WIDTH), torch.nn.SiLU()]
+    d = WIDTH
+  net = torch.nn.Sequential(*layers, torch.nn.Linear(d, DIM))
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+  data = torch.randn(4096, DIM)
+  freqs = torch.logspace(0, np.log10(64.0), FREQ)
+  cond_table = torch.eye(2)
+
+  def step():
+    idx = torch.randint(0, 4096, (BATCH,))
+    x1, c = data[idx], cond_table[torch.randint(0, 2, (BATCH,))]
+    x0 = torch.randn(BATCH, DIM)
+    t = torch.rand(BATCH, 1)
+    xt = (1 - t) * x0 + t * x1
+    ang = 2 * np.pi * t * freqs
+    inp = torch.cat([xt, t, torch.sin(ang), torch.cos(ang), c], -1)
+    loss = ((net(inp) - (x1 - x0)) ** 2).sum(-1).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+  for _ in range(50):
+    step()
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return steps / (time.perf_counter() - t0)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--steps", type=int, default=2000)
+  p.add_argument("--steps_per_dispatch", type=int, default=100)
+  p.add_argument("--torch_steps", type=int, default=500)
+  a = p.parse_args()
+  fz, in_dim = bench_flowzoo(a.steps, a.steps_per_dispatch)
+  flops = matmul_flops_per_step(in_dim)
+  print(f"flowzoo  CFM step (B={BATCH}, D={DIM}, MLP {DEPTH}x{WIDTH}, Adam, "
+        f"{a.steps_per_dispatch} steps/dispatch): {fz:8.1f} steps/s  "
+        f"{fz * flops / 1e9:6.1f} GFLOP/s")
+  th = bench_torch(a.torch_steps)
+  if th is not None:
+    print(f"pytorch  same step, eager:                                   {th:8.1f} steps/s  "
+          f"{th * flops / 1e9:6.1f} GFLOP/s")
+    print(f"ratio flowzoo / pytorch: {fz / th:.2f}x (target >= 2.5x)")
+
+
+if __name__ == "__main__":
+  main()

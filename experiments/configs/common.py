@@ -1,0 +1,44 @@
+"""Defaults shared by every experiment config (train loop, optimizer, eval)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from flowzoo import build
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a run reads; experiment configs fill in the components."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.dataset = dict(name="")
+  c.data = dict(batch_size=256, populations_per_batch=1)
+  c.method = dict(name="cfm")
+  c.model = dict(name="mlp")
+  c.base = dict(name="gaussian")
+  c.coupling = dict(name="independent")
+  c.optim = dict(name="adam", lr=1e-3, schedule="constant", warmup_steps=0, grad_clip=1.0,
+                 weight_decay=0.0, b1=0.9, b2=0.999)
+  # Per parameter group (e.g. MixFlow's "base") overrides of `optim` fields.
+  c.optim_overrides = ml_collections.ConfigDict()
+  c.train = dict(steps=10_000, steps_per_dispatch=100, log_every=500, ckpt_every=2_000,
+                 keep_checkpoints=2, ema_decay=0.999)
+  c.eval = dict(splits=("train", "validation", "heldout"), solver="euler", num_steps=32,
+                guidance=1.0, metrics=("w1", "w2", "mmd", "energy"), max_samples=2000,
+                chunk=1024, plot_conditions=10)
+  return c
+
+
+def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds the components' default knobs, then locks so a misspelt override fails."""
+  with c.unlocked():
+    build.fill_defaults(c)
+  c.lock()
+  return c
+
+
+def replace_section(c: ml_collections.ConfigDict, section: str, **fields) -> ml_collections.ConfigDict:
+  """Swaps a component section of a finalized config (for derived configs)."""
+  with c.unlocked():
+    c[section] = ml_collections.ConfigDict(fields)
+  return finalize(c)

@@ -1,0 +1,68 @@
+"""Wasserstein flow matching on digit point clouds (WFM §3.2, §4.2, Table 4 "MNIST").
+
+Trains a transformer velocity field (WFM App. E.2) from Gaussian source
+clouds with random covariance (App. D) to scikit-learn's 8x8 digits as
+variable-size 2-D point clouds (pixels above 6/16 with sub-pixel jitter,
+13-32 points; `flowzoo.data.pointclouds`), conditioned on the digit label.
+20 % of each digit's clouds are held out as condition "<d>/test"; the
+evaluation generates clouds for every digit, sized like its test clouds, and
+reports 1-NN accuracy with Chamfer distance and EMD against them (50 % ideal).
+
+    python -m experiments.run --config=wfm_digits.py --workdir=/tmp/wfm_digits
+    python -m experiments.run --config=wfm_digits.py:runlocal --workdir=/tmp/wfm_digits_local
+
+Inner OT (App. E.2): source clouds are sized like their targets and the
+outer coupling is independent, so every pair is matched by rounded matching.
+epsilon is 0.01 instead of the paper's 0.002 because here it applies to the
+mean-scaled cost: measured on 64 digit pairs, 200 Sinkhorn iterations at
+0.002 leave the rounded matching 42 % above the exact OT cost (none of the
+solves converged), at 0.01 within 2 %.
+
+Expected metrics: see README "Results" (measured numbers live there).
+"""
+
+from experiments.configs import common
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config()
+  c.dataset = dict(name="digits_clouds", digits="0123456789", threshold=6.0, test_fraction=0.2,
+                   jitter=True, seed=0)
+  c.data.batch_size = 64  # WFM App. E.2
+  # Mixed batches: the base estimates its Cholesky statistics from the first
+  # batch (App. D), which should cover every digit.
+  c.data.populations_per_batch = 64
+  c.method = dict(name="wfm", inner="auto", epsilon=0.01, max_iterations=200, threshold=1e-3,
+                  scale_cost="mean", p_uncond=0.0, group_coupling=True)
+  c.model = dict(name="transformer", width=512, num_blocks=6, num_heads=4, mlp_dim=512,
+                 act="leaky_relu", dropout=0.0, time_frequencies=16)
+  c.base = dict(name="gaussian_clouds", std_scale=1.0)
+  c.coupling = dict(name="independent")
+  c.optim.lr = 2e-4
+  c.optim.schedule = "warmup_cosine"
+  c.optim.warmup_steps = 1000
+  c.train.steps = 40_000
+  c.train.steps_per_dispatch = 200
+  c.train.log_every = 1000
+  c.train.ckpt_every = 5000
+  c.eval.splits = ("heldout",)
+  c.eval.metrics = ("nna_chamfer", "nna_emd")
+  c.eval.num_steps = 100
+  c.eval.chunk = 512
+  if arg == "runlocal":
+    c.model.width = 64
+    c.model.mlp_dim = 128
+    c.model.num_blocks = 3
+    c.method.epsilon = 0.05  # 50 iterations: rounding within ~6 % of the exact OT cost
+    c.method.max_iterations = 50
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 100
+    c.train.steps = 1500
+    c.train.steps_per_dispatch = 250
+    c.train.log_every = 250
+    c.train.ckpt_every = 1500
+    c.train.ema_decay = 0.99
+    c.eval.num_steps = 32
+  elif arg not in (None, ""):
+    raise ValueError(f"wfm_digits: unknown variant {arg!r}; valid: 'runlocal'.")
+  return common.finalize(c)

@@ -1,0 +1,41 @@
+"""Interface of source distributions mu (the state at t = 0)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+Params = Any
+
+
+class Base:
+  """A source distribution, possibly trainable and conditioned on descriptors.
+
+  Subclasses implement `sample`; trainable ones also `init` (MixFlow's
+  descriptor-conditioned mixture) and set `trainable = True`, in which case
+  the method gives their parameters their own parameter group ("base").
+  """
+
+  trainable: bool = False
+
+  def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> Params:
+    """Returns the parameters (an empty dict for fixed bases)."""
+    del rng, batch
+    return {}
+
+  def sample(self, params: Params, rng: jax.Array, batch: dict[str, jax.Array], *,
+             train: bool = False) -> jax.Array:
+    """Draws one source sample per row of `batch`.
+
+    Args:
+      params: from `init`.
+      rng: PRNG key.
+      batch: at least `cond` `[B, C]`; `x0` `[B, *event]` when the dataset
+        provides source samples (control cells).
+      train: training mode (dropout, soft Gumbel samples).
+
+    Returns:
+      `[B, *event]` source samples.
+    """
+    raise NotImplementedError

@@ -1,0 +1,95 @@
+"""Checkpoints of a run's `TrainState` (orbax) and the config guard.
+
+Orbax writes each step to a temporary directory and renames it when complete,
+so an interrupted save never leaves a half-written checkpoint. A workdir
+remembers the config it was trained with (`config.json`); resuming with a
+different config is refused unless the caller asks to overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+# Fields that may change between a run and its resumption without changing
+# what is being trained (how often to log or save, how to evaluate). Not
+# `train.steps`: learning-rate schedules and MixFlow's planner depend on it.
+RESUME_SAFE = ("train.log_every", "train.ckpt_every",
+               "train.keep_checkpoints", "train.steps_per_dispatch", "eval")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _relevant(config_dict: dict) -> dict[str, Any]:
+  flat = _flatten(config_dict)
+  return {k: v for k, v in flat.items()
+          if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE)}
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+  """Keys whose values differ in a way that matters for resuming."""
+  a, b = _relevant(old), _relevant(new)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+class Checkpointer:
+  """Keep-N periodic checkpoints in `workdir/checkpoints`.
+
+  Args:
+    workdir: run directory.
+    config_dict: the resolved config as a JSON-able dict.
+    keep: how many checkpoints to keep.
+    overwrite: delete existing checkpoints of a different config instead of refusing.
+  """
+
+  def __init__(self, workdir: str | Path, config_dict: dict, *, keep: int = 3,
+               overwrite: bool = False):
+    self.workdir = Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    # Through JSON, so tuples compare equal to the lists read back from disk.
+    config_dict = json.loads(json.dumps(config_dict, sort_keys=True, default=str))
+    ckpt_dir = self.workdir / "checkpoints"
+    cfg_path = self.workdir / "config.json"
+    if cfg_path.exists() and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+      old = json.loads(cfg_path.read_text())
+      diff = config_diff(old, config_dict)
+      if diff:
+        if not overwrite:
+          raise ValueError(
+              f"{self.workdir} holds checkpoints of a different config (differs in: "
+              f"{', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''}). "
+              "Use another --workdir, or pass --overwrite to discard them.")
+        shutil.rmtree(ckpt_dir)
+    tmp = cfg_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True, default=str))
+    tmp.replace(cfg_path)  # atomic
+    self.manager = ocp.CheckpointManager(
+        ckpt_dir.resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, *, force: bool = False) -> None:
+    self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+  def restore(self, abstract_state, step: int | None = None):
+    """Restores `step` (default latest) into the structure of `abstract_state`."""
+    step = self.latest_step() if step is None else step
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,5 @@
+from flowzoo.data import bbbc021  # noqa: F401  (registers bbbc021_wells, bbbc021_cells)
+from flowzoo.data import bbbc021_sim  # noqa: F401  (registers bbbc021_sim)
+from flowzoo.data import descriptors  # noqa: F401
+from flowzoo.data import letters  # noqa: F401  (registers letters)
+from flowzoo.data import pointclouds  # noqa: F401  (registers digits_clouds, mnist_clouds, mesh_clouds)

@@ -1,0 +1,210 @@
+"""Population datasets: conditions, each a set of samples with a descriptor.
+
+The unit of data in every flowzoo method is a *population* rho_n (MixFlow §2):
+the samples observed under one condition n, with a descriptor y_n (e.g. a
+one-hot letter and a rotation, a compound fingerprint), covariates (plate,
+cell type, ...) and a split label. Optional per-condition *source* samples
+(control cells of the same plate) feed the empirical base used by CellFlux and
+PRiMeFlow.
+
+`Populations` validates on construction, so bad data fails here, before any
+compilation. `pack` turns it into device arrays from which `sample_batch`
+draws minibatches inside jit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SPLITS = ("train", "validation", "heldout")
+
+
+@dataclasses.dataclass(frozen=True)
+class Populations:
+  """Conditions with samples, descriptors, covariates and split labels.
+
+  Attributes:
+    names: condition names, length K.
+    samples: K arrays, each `[n_k, *event_shape]` (n_k may differ).
+    descriptors: `[K, C]` descriptor y_n per condition.
+    splits: K labels, each one of `SPLITS`.
+    covariates: name -> K labels (plate, cell type, ...), for grouping.
+    sources: optional K arrays `[m_k, *event_shape]` of source samples
+      (e.g. control cells of the same plate) for an empirical base.
+    masks: optional K bool arrays `[n_k, N]` marking the real points of
+      padded point clouds (`event_shape = (N, D)`); padded points must be 0.
+    info: free-form description printed by runs (e.g. "simulated").
+  """
+
+  names: Sequence[str]
+  samples: Sequence[np.ndarray]
+  descriptors: np.ndarray
+  splits: Sequence[str]
+  covariates: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
+  sources: Sequence[np.ndarray] | None = None
+  info: str = ""
+  masks: Sequence[np.ndarray] | None = None
+
+  def __post_init__(self):
+    k = len(self.names)
+    if k == 0:
+      raise ValueError("Populations: no conditions.")
+    if len(set(self.names)) != k:
+      raise ValueError("Populations: condition names are not unique.")
+    object.__setattr__(self, "samples", [np.asarray(s, np.float32) for s in self.samples])
+    object.__setattr__(self, "descriptors", np.asarray(self.descriptors, np.float32))
+    if len(self.samples) != k or len(self.splits) != k:
+      raise ValueError(
+          f"Populations: {k} names but {len(self.samples)} sample arrays and "
+          f"{len(self.splits)} split labels.")
+    if self.descriptors.ndim != 2 or self.descriptors.shape[0] != k:
+      raise ValueError(
+          f"Populations: descriptors must be [K={k}, C], got {self.descriptors.shape}.")
+    _check_finite("descriptors", self.descriptors)
+    shape = self.samples[0].shape[1:]
+    for name, s in zip(self.names, self.samples):
+      if s.shape[0] == 0:
+        raise ValueError(f"Populations: condition {name!r} has no samples.")
+      if s.shape[1:] != shape:
+        raise ValueError(
+            f"Populations: condition {name!r} has samples of shape {s.shape[1:]}, "
+            f"expected {shape} like {self.names[0]!r}.")
+      _check_finite(f"samples of condition {name!r}", s)
+    bad = sorted({s for s in self.splits if s not in SPLITS})
+    if bad:
+      raise ValueError(f"Populations: unknown split label(s) {bad}; valid: {SPLITS}.")
+    for cov, labels in self.covariates.items():
+      if len(labels) != k:
+        raise ValueError(f"Populations: covariate {cov!r} has {len(labels)} labels, expected {k}.")
+    if self.sources is not None:
+      object.__setattr__(self, "sources", [np.asarray(s, np.float32) for s in self.sources])
+      if len(self.sources) != k:
+        raise ValueError(f"Populations: {len(self.sources)} source arrays for {k} conditions.")
+      for name, s in zip(self.names, self.sources):
+        if s.shape[0] == 0 or s.shape[1:] != shape:
+          raise ValueError(
+              f"Populations: source samples of {name!r} have shape {s.shape}; "
+              f"need at least one sample of shape {shape}.")
+        _check_finite(f"source samples of condition {name!r}", s)
+
+    if self.masks is not None:
+      object.__setattr__(self, "masks", [np.asarray(m, bool) for m in self.masks])
+      for name, s, m in zip(self.names, self.samples, self.masks):
+        if m.shape != s.shape[:2]:
+          raise ValueError(f"Populations: mask of {name!r} has shape {m.shape}, "
+                           f"expected {s.shape[:2]} (samples are {s.shape}).")
+        empty = np.flatnonzero(~m.any(axis=1))
+        if empty.size:
+          raise ValueError(f"Populations: condition {name!r} has {empty.size} empty point "
+                           f"cloud(s) (all points masked), e.g. sample {empty[0]}.")
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    return tuple(self.samples[0].shape[1:])
+
+  @property
+  def cond_dim(self) -> int:
+    return int(self.descriptors.shape[1])
+
+  def split_ids(self, split: str) -> np.ndarray:
+    """Indices of the conditions in `split`; raises if it has none."""
+    if split not in SPLITS:
+      raise ValueError(f"Unknown split {split!r}; valid: {SPLITS}.")
+    ids = np.flatnonzero(np.asarray(self.splits) == split)
+    if ids.size == 0:
+      raise ValueError(f"Split {split!r} has no conditions.")
+    return ids
+
+  def has_split(self, split: str) -> bool:
+    return split in set(self.splits)
+
+
+def _check_finite(what: str, a: np.ndarray) -> None:
+  if not np.all(np.isfinite(a)):
+    bad = int(np.size(a) - np.isfinite(a).sum())
+    raise ValueError(f"{what} contain {bad} NaN/inf value(s).")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Packed:
+  """Device-resident `Populations` for in-jit minibatch sampling.
+
+  Attributes:
+    x: `[N_total, *event]` all samples, conditions concatenated.
+    offsets, counts: `[K]` where condition k lives in `x`.
+    descriptors: `[K, C]`.
+    src, src_offsets, src_counts: the same for source samples (or a dummy
+      one-row array with zero counts when the dataset has none).
+  """
+
+  x: jax.Array
+  offsets: jax.Array
+  counts: jax.Array
+  descriptors: jax.Array
+  src: jax.Array
+  src_offsets: jax.Array
+  src_counts: jax.Array
+  mask: jax.Array | None = None
+  has_sources: bool = dataclasses.field(default=False, metadata=dict(static=True))
+
+
+def _concat(arrays: Sequence[np.ndarray]):
+  counts = np.array([a.shape[0] for a in arrays], np.int32)
+  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+  return np.concatenate(arrays, 0), offsets, counts
+
+
+def pack(pops: Populations) -> Packed:
+  """Moves a validated `Populations` to device arrays."""
+  x, offsets, counts = _concat(pops.samples)
+  if pops.sources is not None:
+    src, src_offsets, src_counts = _concat(pops.sources)
+  else:
+    src = np.zeros((1, *pops.event_shape), np.float32)
+    src_offsets = np.zeros_like(offsets)
+    src_counts = np.zeros_like(counts)
+  mask = None if pops.masks is None else jnp.asarray(np.concatenate(pops.masks, 0))
+  return Packed(*(jnp.asarray(a) for a in (
+      x, offsets, counts, pops.descriptors, src, src_offsets, src_counts)),
+                mask=mask, has_sources=pops.sources is not None)
+
+
+def sample_batch(packed: Packed, rng: jax.Array, condition_ids: jax.Array, *,
+                 batch_size: int, populations_per_batch: int) -> dict[str, jax.Array]:
+  """Draws a minibatch inside jit.
+
+  `populations_per_batch` P conditions are drawn uniformly from
+  `condition_ids` and `batch_size // P` samples (with replacement) from each,
+  laid out contiguously: MixFlow Algorithm 1, lines 7-9 when P = 1. P equal to
+  `batch_size` gives a batch mixed across conditions.
+
+  Returns:
+    dict with `x1` `[B, *event]` targets, `cond` `[B, C]` descriptors,
+    `group` `[B]` condition index (couplings may restrict pairs to a group),
+    `x0` `[B, *event]` source samples of the same condition when the
+    dataset has sources, and `mask1` `[B, N]` for padded point clouds.
+  """
+  if batch_size % populations_per_batch:
+    raise ValueError(
+        f"batch_size={batch_size} is not a multiple of "
+        f"populations_per_batch={populations_per_batch}.")
+  per = batch_size // populations_per_batch
+  k_rng, s_rng, c_rng = jax.random.split(rng, 3)
+  conds = jax.random.choice(k_rng, condition_ids, (populations_per_batch,))
+  group = jnp.repeat(conds, per)
+  u = jax.random.uniform(s_rng, (batch_size,))
+  idx = packed.offsets[group] + jnp.floor(u * packed.counts[group]).astype(jnp.int32)
+  batch = {"x1": packed.x[idx], "cond": packed.descriptors[group], "group": group}
+  if packed.mask is not None:
+    batch["mask1"] = packed.mask[idx]
+  if packed.has_sources:
+    u0 = jax.random.uniform(c_rng, (batch_size,))
+    idx0 = packed.src_offsets[group] + jnp.floor(u0 * packed.src_counts[group]).astype(jnp.int32)
+    batch["x0"] = packed.src[idx0]
+  return batch

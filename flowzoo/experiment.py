@@ -1,0 +1,184 @@
+"""`train_and_evaluate(config, workdir)`: the whole run behind `experiments.run`.
+
+Also the notebook API: `setup(config)` builds data, method and trainer
+without touching the file system; `Experiment.train`/`generate` use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from flowzoo import build as build_lib
+from flowzoo import evaluate as eval_lib
+from flowzoo import plots
+from flowzoo.checkpoint import Checkpointer
+from flowzoo.data.populations import Packed, Populations, pack
+from flowzoo.train import Trainer, TrainState, make_optimizer
+from flowzoo.writers import MetricWriter, Progress
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Data, method and trainer built from one config (no I/O)."""
+
+  config: ml_collections.ConfigDict
+  pops: Populations
+  method: object
+  trainer: Trainer
+  packed: Packed
+  train_ids: jax.Array
+
+  def init(self) -> TrainState:
+    """Initial state, with the method's data-dependent initialisation applied."""
+    state = self.trainer.init(jax.random.key(self.config.seed), self.packed, self.train_ids)
+    ids = np.asarray(self.train_ids)
+    x = np.concatenate([self.pops.samples[k] for k in ids])
+    groups = np.repeat(ids, [len(self.pops.samples[k]) for k in ids])
+    params = self.method.init_from_data(jax.device_get(state.params), x, groups,
+                                        seed=self.config.seed)
+    # Separate copies: params and EMA are donated buffers of the train step.
+    return state.replace(params=self.trainer.replicate(params),
+                         ema=self.trainer.replicate(jax.tree.map(np.copy, params)))
+
+  def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
+    """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`)."""
+    spd = self.config.train.steps_per_dispatch
+    rng = jax.random.key(self.config.seed + 1)
+    logs = []
+    for _ in range(num_steps // spd):
+      state, m = self.trainer.run(state, self.packed, self.train_ids, rng, spd)
+      logs.append(m)
+    return state, {k: np.concatenate([m[k] for m in logs]) for k in logs[0]} if logs else {}
+
+  def generate(self, params, condition: str | int, num: int, seed: int = 0) -> np.ndarray:
+    """`[num, *event]` samples of one condition (by name or index)."""
+    k = self.pops.names.index(condition) if isinstance(condition, str) else int(condition)
+    batch = eval_lib.condition_batch(self.pops, [k], [num], np.random.default_rng(seed))
+    ev = self.config.eval
+    return np.asarray(jax.jit(lambda p, r, b: self.method.generate(
+        p, r, b, solver=ev.solver, num_steps=ev.num_steps, guidance=ev.guidance))(
+            params, jax.random.key(seed), {k_: jnp.asarray(v) for k_, v in batch.items()}))
+
+
+def check_config(config) -> None:
+  """Cross-field checks that must fail before anything is built."""
+  t = config.train
+  for name in ("log_every", "ckpt_every", "steps"):
+    if t[name] % t.steps_per_dispatch:
+      raise ValueError(f"config.train.{name}={t[name]} must be a multiple of "
+                       f"config.train.steps_per_dispatch={t.steps_per_dispatch}.")
+  if t.steps <= 0:
+    raise ValueError(f"config.train.steps must be > 0, got {t.steps}.")
+
+
+def setup(config) -> Experiment:
+  """Builds everything a run needs from `config`; raises on bad input."""
+  check_config(config)
+  pops = build_lib.build_dataset(config)
+  train_ids = pops.split_ids("train")
+  method = build_lib.build_method(config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
+                                  total_steps=config.train.steps, num_conditions=len(pops.names))
+  optimizers = {}
+  for g in method.groups:
+    kw = dict(config.optim) | dict(config.optim_overrides.get(g, {}))
+    optimizers[g] = make_optimizer(**kw, total_steps=config.train.steps)
+  trainer = Trainer(method, optimizers, batch_size=config.data.batch_size,
+                    populations_per_batch=config.data.populations_per_batch,
+                    ema_decay=config.train.ema_decay)
+  packed = trainer.replicate(pack(pops))
+  return Experiment(config, pops, method, trainer, packed,
+                    trainer.replicate(jnp.asarray(train_ids, jnp.int32)))
+
+
+def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) -> dict:
+  """Trains (resuming from `workdir` if possible), evaluates and writes outputs.
+
+  Writes to `workdir`: config.json, checkpoints/, train_metrics.jsonl,
+  tensorboard/, eval.json, samples.npz and, for 2-D data, PNG plots.
+
+  Returns:
+    the evaluation results (metric -> split -> mean / per_condition).
+  """
+  workdir = Path(workdir)
+  exp = setup(config)
+  print(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} conditions, "
+        f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
+  ckpt = Checkpointer(workdir, config.to_dict(), keep=config.train.keep_checkpoints,
+                      overwrite=overwrite)
+  state = restore_or_init(exp, ckpt)
+  t = config.train
+  start = int(state.step)
+  rng = jax.random.key(config.seed + 1)
+  writer, progress = MetricWriter(workdir), Progress(t.steps, start)
+  try:
+    step = start
+    while step < t.steps:
+      state, m = exp.trainer.run(state, exp.packed, exp.train_ids, rng, t.steps_per_dispatch)
+      step += t.steps_per_dispatch
+      if step % t.log_every == 0 or step == t.steps:
+        scalars = {k: float(np.mean(v)) for k, v in m.items()}
+        scalars["steps_per_s"] = progress.steps_per_second(step)
+        writer.write(step, scalars)
+        progress.print(step, {k: scalars[k] for k in ("loss", "grad_norm")})
+      if step % t.ckpt_every == 0 or step == t.steps:
+        ckpt.save(step, state)
+    ckpt.close()
+  finally:
+    writer.close()
+  if start >= t.steps:
+    print(f"restored a finished run at step {start}; evaluating only.")
+  return _evaluate_and_write(exp, state, workdir)
+
+
+def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
+  step = ckpt.latest_step()
+  if step is None:
+    return exp.init()
+  abstract = exp.trainer.abstract_state(jax.random.key(exp.config.seed), exp.packed, exp.train_ids)
+  print(f"resuming from checkpoint at step {step}")
+  return ckpt.restore(abstract, step)
+
+
+def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> dict:
+  ev = exp.config.eval
+  t0 = time.perf_counter()
+  rng = jax.random.key(exp.config.seed + 2)
+  results, samples = eval_lib.evaluate(
+      exp.method, state.ema, exp.pops, rng, splits=ev.splits, solver=ev.solver,
+      num_steps=ev.num_steps, guidance=ev.guidance, metric_names=ev.metrics,
+      max_samples=ev.max_samples, chunk=ev.chunk, seed=exp.config.seed)
+  tmp = workdir / "eval.json.tmp"
+  tmp.write_text(json.dumps(results, indent=2))
+  tmp.replace(workdir / "eval.json")
+  np.savez_compressed(workdir / "samples.npz", **samples)
+  if exp.pops.event_shape == (2,):
+    _plot(exp, state, samples, workdir, rng)
+  print(f"evaluation took {time.perf_counter() - t0:.1f}s")
+  print(eval_lib.results_table(results))
+  return results
+
+
+def _plot(exp: Experiment, state: TrainState, samples: dict, workdir: Path, rng) -> None:
+  pops, ev = exp.pops, exp.config.eval
+  split = next((s for s in ("heldout", "validation", "train") if pops.has_split(s)))
+  ids = pops.split_ids(split)[: ev.plot_conditions]
+  names = [pops.names[k] for k in ids]
+  real = [pops.samples[k] for k in ids]
+  plots.real_vs_generated(workdir / f"{split}_real_vs_generated.png", names, real,
+                          [samples[f"{split}/{n}"] for n in names])
+  counts = [min(len(r), 500) for r in real]
+  gen = eval_lib.Generator(exp.method, solver=ev.solver, num_steps=ev.num_steps,
+                           guidance=ev.guidance, chunk=ev.chunk)
+  traj = gen.trajectory(state.ema, rng, eval_lib.condition_batch(
+      pops, ids, counts, np.random.default_rng(0)))
+  parts = np.split(traj, np.cumsum(counts)[:-1], axis=1)
+  plots.flow_snapshots(workdir / f"{split}_flow.png", names, parts, real)

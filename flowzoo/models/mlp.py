@@ -1,0 +1,72 @@
+"""MLP velocity field v_theta(t, x_t, y) for vector states `[B, D]`.
+
+Every velocity network in flowzoo shares one call signature::
+
+    v = model.apply(params, t, x_t, cond, mask=None, train=False,
+                    rngs={"dropout": key})
+
+with `t` `[B]` in [0, 1] (0 = source, 1 = target), `x_t` `[B, *event]`,
+`cond` `[B, C]` or None (unconditional), `mask` `[B, N]` for point clouds,
+and an output of the same shape as `x_t`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flowzoo.models.embeddings import activation, check_call, fourier_time
+from flowzoo.registry import MODELS
+
+
+@MODELS.register("mlp")
+class MLP(nn.Module):
+  """Residual-free MLP on [x_t, Fourier(t), embed(cond)].
+
+  Attributes:
+    hidden: widths of the hidden layers.
+    act: activation name (see `embeddings.ACTIVATIONS`).
+    dropout: dropout rate after each hidden activation.
+    time_frequencies: number of Fourier frequencies for t.
+    cond_embed: width of the condition embedding (0: raw descriptor).
+    conditioning: "concat" (append the embedding to the input) or "film"
+      (scale and shift every hidden layer by functions of the embedding).
+  """
+
+  hidden: Sequence[int] = (256, 256, 256)
+  act: str = "silu"
+  dropout: float = 0.0
+  time_frequencies: int = 8
+  cond_embed: int = 64
+  conditioning: str = "concat"
+
+  @nn.compact
+  def __call__(self, t: jax.Array, x_t: jax.Array, cond: jax.Array | None = None, *,
+               mask: jax.Array | None = None, train: bool = False) -> jax.Array:
+    del mask  # vector states have no padding
+    check_call(t, x_t, cond)
+    if self.conditioning not in ("concat", "film"):
+      raise ValueError(f"mlp: conditioning must be 'concat' or 'film', got {self.conditioning!r}.")
+    act = activation(self.act)
+    h = [x_t.reshape(x_t.shape[0], -1), fourier_time(t, self.time_frequencies)]
+    e = None
+    if cond is not None:
+      e = act(nn.Dense(self.cond_embed, name="cond_embed")(cond)) if self.cond_embed else cond
+      if self.conditioning == "concat":
+        h.append(e)
+    h = jnp.concatenate(h, axis=-1)
+    for i, width in enumerate(self.hidden):
+      h = nn.Dense(width, name=f"dense_{i}")(h)
+      if e is not None and self.conditioning == "film":
+        # FiLM: per-layer scale and shift, initialised to the identity.
+        scale, shift = jnp.split(nn.Dense(2 * width, kernel_init=nn.initializers.zeros,
+                                          name=f"film_{i}")(e), 2, axis=-1)
+        h = h * (1 + scale) + shift
+      h = act(h)
+      if self.dropout:
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    out = nn.Dense(x_t[0].size, name="out")(h)
+    return out.reshape(x_t.shape)

@@ -1,0 +1,54 @@
+"""Training logs: JSONL, TensorBoard event files and a progress line with ETA."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+  """Appends scalar metrics to `train_metrics.jsonl` and TensorBoard events."""
+
+  def __init__(self, workdir: str | Path):
+    from tensorboardX import SummaryWriter  # small, no TensorFlow needed
+    self.path = Path(workdir) / "train_metrics.jsonl"
+    self._jsonl = self.path.open("a")
+    self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    for k, v in scalars.items():
+      self._tb.add_scalar(f"train/{k}", float(v), int(step))
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._tb.close()
+
+
+class Progress:
+  """Prints `step/total loss steps/s ETA` lines (one per log interval)."""
+
+  def __init__(self, total: int, start: int = 0, stream=sys.stdout):
+    self.total, self.stream = total, stream
+    self._t0, self._s0 = time.perf_counter(), start
+
+  def steps_per_second(self, step: int) -> float:
+    dt = time.perf_counter() - self._t0
+    return (step - self._s0) / dt if dt > 0 else float("nan")
+
+  def line(self, step: int, scalars: Mapping[str, float]) -> str:
+    sps = self.steps_per_second(step)
+    eta = (self.total - step) / sps if sps and np.isfinite(sps) and sps > 0 else float("nan")
+    parts = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+    return (f"[{step:>7d}/{self.total}] {parts} steps/s={sps:.1f} "
+            f"eta={eta:.0f}s")
+
+  def print(self, step: int, scalars: Mapping[str, float]) -> None:
+    print(self.line(step, scalars), file=self.stream, flush=True)

@@ -1,0 +1,129 @@
+"""Train step: group masking, non-finite detection, no retracing, N devices == 1."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from flowzoo.data.populations import Populations, pack
+from flowzoo.methods.method import Method
+from flowzoo.train import Trainer, make_optimizer
+from tests.helpers import tiny_letters_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def toy_data():
+  pops = Populations(names=["a", "b"], samples=[np.ones((8, 2)), -np.ones((8, 2))],
+                     descriptors=np.eye(2), splits=["train", "train"])
+  return pack(pops), jnp.arange(2)
+
+
+class TwoGroups(Method):
+  """Quadratic loss in two groups; `base` is active on odd steps only."""
+
+  groups = ("velocity", "base")
+
+  def __init__(self, nan_at=-1):
+    self.nan_at = nan_at
+
+  def init(self, rng, batch):
+    return {"velocity": {"w": jnp.ones(2)}, "base": {"w": jnp.ones(2)}, "fixed": jnp.ones(())}
+
+  def loss(self, params, rng, batch, step):
+    loss = (jnp.sum((params["velocity"]["w"] - batch["x1"].mean(0)) ** 2)
+            + jnp.sum(params["base"]["w"] ** 2))
+    loss = jnp.where(step == self.nan_at, jnp.nan, loss)
+    return loss, {}
+
+  def active(self, step):
+    odd = step % 2 == 1
+    return {"velocity": ~odd, "base": odd}
+
+
+def make_trainer(method):
+  opt = {g: make_optimizer(name="adam", lr=0.1) for g in method.groups}
+  return Trainer(method, opt, batch_size=4, populations_per_batch=2, ema_decay=0.5)
+
+
+def test_inactive_group_is_unchanged_bit_for_bit():
+  data, ids = toy_data()
+  trainer = make_trainer(TwoGroups())
+  state = trainer.init(jax.random.key(0), data, ids)
+  rng = jax.random.key(1)
+  for step in range(4):
+    before = jax.device_get(state)
+    state, _ = trainer.run(state, data, ids, rng, 1)
+    after = jax.device_get(state)
+    frozen, moved = ("base", "velocity") if step % 2 == 0 else ("velocity", "base")
+    np.testing.assert_array_equal(after.params[frozen]["w"], before.params[frozen]["w"])
+    chex_equal = jax.tree.map(np.array_equal, after.opt_state[frozen], before.opt_state[frozen])
+    assert all(jax.tree.leaves(chex_equal)), f"optimizer state of {frozen} moved at step {step}"
+    assert not np.array_equal(after.params[moved]["w"], before.params[moved]["w"])
+    np.testing.assert_array_equal(after.params["fixed"], 1.0)  # not in any group
+
+
+def test_non_finite_loss_names_the_step():
+  data, ids = toy_data()
+  trainer = make_trainer(TwoGroups(nan_at=6))
+  state = trainer.init(jax.random.key(0), data, ids)
+  state, _ = trainer.run(state, data, ids, jax.random.key(1), 4)
+  with pytest.raises(FloatingPointError, match="at step 6"):
+    trainer.run(state, data, ids, jax.random.key(1), 4)
+
+
+def test_run_compiles_once():
+  data, ids = toy_data()
+  trainer = make_trainer(TwoGroups())
+  state = trainer.init(jax.random.key(0), data, ids)
+  for _ in range(3):
+    state, m = trainer.run(state, data, ids, jax.random.key(1), 2)
+  assert m["loss"].shape == (2,)
+  assert trainer._multi._cache_size() == 1
+  assert int(state.step) == 6
+
+
+def test_optimizer_errors():
+  with pytest.raises(KeyError, match="Unknown optimizer 'adamm'"):
+    make_optimizer(name="adamm")
+  with pytest.raises(ValueError, match="lr must be > 0"):
+    make_optimizer(lr=0.0)
+
+
+_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {repo!r})
+    from tests.helpers import tiny_letters_config
+    from flowzoo.experiment import setup
+    exp = setup(tiny_letters_config(**{{"data.batch_size": 32}}))
+    state = exp.init()
+    state, m = exp.train(state, 8)
+    leaves = [np.asarray(x).ravel() for x in jax.tree.leaves(state.params["velocity"])]
+    print(json.dumps(dict(devices=jax.device_count(), loss=m["loss"].tolist(),
+                          params=np.concatenate(leaves).tolist())))
+""")
+
+
+def _run_devices(n):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+             JAX_PLATFORMS="cpu")
+  # A subprocess with a timeout: a collective deadlock fails the test instead of hanging CI.
+  out = subprocess.run([sys.executable, "-c", _SCRIPT.format(repo=REPO)], env=env,
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_match_one_device():
+  one, four = _run_devices(1), _run_devices(4)
+  assert one["devices"] == 1 and four["devices"] == 4
+  np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(four["params"], one["params"], rtol=1e-3, atol=1e-5)
