@@ -1,6 +1,9 @@
 """Runs one experiment: `python -m experiments.run --config=NAME.py[:variant] --workdir=DIR`.
 
-Intentionally kept short: parses flags and calls `train_and_evaluate`. A bare
+Intentionally kept short: parses flags and calls `train_and_evaluate`, or,
+when the config has a non-empty `compare.sweep` (e.g. mixflow_bbbc021.py:
+MixFlow vs CFM), runs that named sweep of the config file
+(`flowzoo.sweep.run_named`) and prints its table. A bare
 config name resolves in `experiments/configs/`; `--config.a.b=v` overrides a
 field (a misspelt field is an error: configs are locked).
 """
@@ -42,8 +45,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from flowzoo.experiment import train_and_evaluate  # after flag parsing: faster --help
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  config = _CONFIG.value
+  if config.get("compare") and config.compare.sweep:
+    from flowzoo.sweep import run_named  # after flag parsing: faster --help
+    run_named(config, config_flags.get_config_filename(flags.FLAGS["config"]),
+              config.compare.sweep, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    return
+  from flowzoo.experiment import train_and_evaluate
+  train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

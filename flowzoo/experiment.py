@@ -86,6 +86,10 @@ def setup(config) -> Experiment:
   train_ids = pops.split_ids("train")
   method = build_lib.build_method(config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
                                   total_steps=config.train.steps, num_conditions=len(pops.names))
+  base = getattr(method, "base", None)
+  if getattr(base, "needs_sources", False) and pops.sources is None:
+    raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
+                     f"dataset {config.dataset.name!r} provides no `sources`.")
   optimizers = {}
   for g in method.groups:
     kw = dict(config.optim) | dict(config.optim_overrides.get(g, {}))

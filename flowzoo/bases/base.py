@@ -18,6 +18,8 @@ class Base:
   """
 
   trainable: bool = False
+  # True when `sample` reads `batch["x0"]` (the dataset's source samples).
+  needs_sources: bool = False
 
   def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> Params:
     """Returns the parameters (an empty dict for fixed bases)."""

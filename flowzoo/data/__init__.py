@@ -3,3 +3,5 @@ from flowzoo.data import bbbc021_sim  # noqa: F401  (registers bbbc021_sim)
 from flowzoo.data import descriptors  # noqa: F401
 from flowzoo.data import letters  # noqa: F401  (registers letters)
 from flowzoo.data import pointclouds  # noqa: F401  (registers digits_clouds, mnist_clouds, mesh_clouds)
+from flowzoo.data import gaussians  # noqa: F401  (registers gaussian_spiral, gaussian_moons, gaussian_sphere)
+from flowzoo.data import gaussians_cells  # noqa: F401  (registers pbmc_metacells, seqfish_niches)

@@ -129,6 +129,8 @@ class CFM(Method):
     """Abstractly evaluates init, base and network on one row (no compile)."""
     batch = {"x1": jnp.zeros((1, *event_shape)), "cond": jnp.zeros((1, cond_dim)),
              "group": jnp.zeros((1,), jnp.int32)}
+    if self.base.needs_sources:
+      batch["x0"] = batch["x1"]
     try:
       params = jax.eval_shape(self.init, jax.random.key(0), batch)
       x0 = jax.eval_shape(lambda p: self.base.sample(p["base"], jax.random.key(0), batch), params)

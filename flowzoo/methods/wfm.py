@@ -14,7 +14,8 @@ field from a source cloud with Euler (Algorithm 3) or any registered solver.
 
 Inner map T^ (App. A, E.2), per pair of clouds:
   * "rounded": Sinkhorn plan rounded to a permutation (App. A.1), T^(x_i) =
-    y_sigma(i); needs equally many real points on both sides;
+    y_sigma(i); needs equally many real points on both sides, so it is only
+    allowed with the "independent" outer coupling;
   * "entropic": the out-of-sample entropic map (App. A.2, Eq. 13), any sizes;
   * "auto": rounded when the pair's real-point counts agree, entropic
     otherwise. Under jit the counts are data, so when the outer coupling may
@@ -106,6 +107,9 @@ class WFM(Method):
     if not self.independent and "cost" not in inspect.signature(coupling.__call__).parameters:
       raise ValueError(f"wfm: outer coupling {type(coupling).__name__} does not accept a "
                        "precomputed `cost` (needed for the Fréchet cost between clouds).")
+    if inner == "rounded" and not self.independent:
+      raise ValueError("wfm: inner='rounded' needs pairs of equal-size clouds, which only the "
+                       "'independent' outer coupling guarantees; use inner='auto' or 'entropic'.")
     self.model, self.base, self.coupling = model, base, coupling
     self.inner, self.p_uncond, self.group_coupling = inner, float(p_uncond), group_coupling
     opts = dict(epsilon=epsilon, max_iterations=max_iterations, threshold=threshold,
@@ -118,6 +122,7 @@ class WFM(Method):
     return with_null(cond, keep) if self.p_uncond > 0 else cond
 
   def init(self, rng, batch):
+    self.check_batch(batch)
     b_rng, m_rng = jax.random.split(rng)
     x = batch["x1"]
     t = jnp.zeros((x.shape[0],))
@@ -126,6 +131,21 @@ class WFM(Method):
                                     mask=batch.get("mask1"), train=False),
         "base": self.base.init(b_rng, batch),
     }
+
+  def check_batch(self, batch) -> None:
+    """Static checks of a point-cloud batch (trace time, before compilation)."""
+    x1 = batch.get("x1")
+    if x1 is None or x1.ndim != 3:
+      raise ValueError(f"wfm needs batch['x1'] point clouds [B, N, D], got "
+                       f"{None if x1 is None else x1.shape}.")
+    if "mask1" not in batch or tuple(batch["mask1"].shape) != tuple(x1.shape[:2]):
+      raise ValueError(f"wfm needs batch['mask1'] [B, N] = {tuple(x1.shape[:2])}, got "
+                       f"{batch['mask1'].shape if 'mask1' in batch else None}.")
+    for who in (self.model, self.base):
+      shape = getattr(who, "event_shape", None)
+      if shape is not None and tuple(shape)[-1] != x1.shape[-1]:
+        raise ValueError(f"wfm: point clouds have dimension {x1.shape[-1]} but the "
+                         f"{type(who).__name__} was built for dimension {tuple(shape)[-1]}.")
 
   # -- pairing (outer: clouds; inner: points) --------------------------------
   def couple(self, rng, x0, mask0, batch):
@@ -166,6 +186,7 @@ class WFM(Method):
 
   def pair(self, params, rng, batch):
     """Source clouds, their masks, paired target rows and T^(X) (Algorithm 1, lines 3-9)."""
+    self.check_batch(batch)
     b_rng, c_rng = jax.random.split(rng)
     mask1 = batch["mask1"]
     x0 = self.base.sample(params["base"], b_rng, batch, train=False)

@@ -213,6 +213,8 @@ class UNet(nn.Module):
       h, out_channels = x_t, x_t.shape[-1]
     elif x_t.ndim == 2:  # vectors [B, D]: genes are the 1-D signal axis
       h, out_channels = self._encode_vector(x_t, act), 1
+      # Zero padding acts as extra boundary positions (GroupNorm statistics
+      # include them); the output is cropped back to the D real genes.
       pad = -x_t.shape[1] % factor
       h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
     else:

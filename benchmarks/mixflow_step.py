@@ -1,0 +1,93 @@
+"""MixFlow train-step cost vs a CFM step with the same network, batch and coupling.
+
+Same MLP (3x256, SiLU), batch 256, dim 16, descriptors 32-d, one population
+per minibatch (MixFlow Algorithm 1, lines 7-9) and the same trainer. Timed:
+
+  * cfm / independent: vanilla CFM, N(0, I) base, independent pairs (the
+    cheapest step, cfm_letters.py);
+  * cfm / <coupling>: vanilla CFM with MixFlow's coupling (the fair twin:
+    MixFlow with `base.name=gaussian`);
+  * mixflow / <coupling>: GMM base (I modes, MLP h_Theta and h_p) in the
+    alternating phase, where one step in k + 1 updates the base.
+
+Prints ms per step and the ratio mixflow / cfm (the issue's target: <= 1.5x
+the same-coupling CFM step). The exact coupling is a host callback to scipy
+(`flowzoo/couplings/exact.py`), whose cost is the same for both methods.
+
+    python benchmarks/mixflow_step.py [--steps 1000] [--coupling exact] [--modes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flowzoo.bases.gaussian import Gaussian
+from flowzoo.bases.mixture import GMM
+from flowzoo.data.populations import Populations, pack
+from flowzoo.methods.mixflow import MixFlow
+from flowzoo.models.mlp import MLP
+from flowzoo.registry import COUPLINGS
+from flowzoo.train import Trainer, make_optimizer
+
+BATCH, DIM, COND, WIDTH, DEPTH = 256, 16, 32, 256, 3
+
+
+def _populations(rng: np.random.Generator) -> Populations:
+  n = 8
+  return Populations(names=[f"c{i}" for i in range(n)],
+                     samples=[rng.normal(size=(512, DIM)) + i for i in range(n)],
+                     descriptors=rng.normal(size=(n, COND)), splits=["train"] * n)
+
+
+def steps_per_second(base, coupling: str, steps: int, spd: int) -> float:
+  """Measured train steps/s of MixFlow with `base` (Gaussian = vanilla CFM)."""
+  pops = _populations(np.random.default_rng(0))
+  # total_steps = 10 * steps: the timed steps all fall in the alternating phase.
+  method = MixFlow(model=MLP(hidden=(WIDTH,) * DEPTH, act="silu", cond_embed=64),
+                   base=base, coupling=COUPLINGS.build(coupling), total_steps=10 * steps,
+                   warmup=0.0, alternating=1.0, cooldown=0.0, base_every=10)
+  opts = {g: make_optimizer(name="adam", lr=1e-3) for g in method.groups}
+  trainer = Trainer(method, opts, batch_size=BATCH, populations_per_batch=1)
+  data, ids = trainer.replicate(pack(pops)), jnp.arange(len(pops.names))
+  state = trainer.init(jax.random.key(0), data, ids)
+  key = jax.random.key(1)
+  state, _ = trainer.run(state, data, ids, key, spd)  # compile
+  t0 = time.perf_counter()
+  for _ in range(steps // spd):
+    state, _ = trainer.run(state, data, ids, key, spd)
+  return (steps // spd) * spd / (time.perf_counter() - t0)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--steps_per_dispatch", type=int, default=100)
+  p.add_argument("--coupling", default="exact")
+  p.add_argument("--modes", type=int, default=10)
+  p.add_argument("--repeats", type=int, default=3, help="best of N timings per variant")
+  a = p.parse_args()
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {BATCH}, dim {DIM}, "
+        f"MLP {DEPTH}x{WIDTH}, {a.steps} steps, {a.steps_per_dispatch} per dispatch")
+  gauss = Gaussian(event_shape=(DIM,))
+  gmm = GMM(event_shape=(DIM,), num_modes=a.modes, hidden=(128,), dropout=0.1)
+  variants = [("cfm / independent", gauss, "independent"), (f"cfm / {a.coupling}", gauss, a.coupling),
+              (f"mixflow / {a.coupling} (I={a.modes})", gmm, a.coupling)]
+  rates = {}
+  for name, base, coupling in variants:
+    rates[name] = max(steps_per_second(base, coupling, a.steps, a.steps_per_dispatch)
+                      for _ in range(a.repeats))
+    print(f"{name:<32} {1e3 / rates[name]:8.3f} ms/step  {rates[name]:8.1f} steps/s")
+  mix, twin = rates[variants[2][0]], rates[variants[1][0]]
+  indep = rates[variants[0][0]]
+  print(f"mixflow / cfm, same coupling ({a.coupling}): {twin / mix:.2f}x the step time "
+        f"(target <= 1.5x)")
+  print(f"mixflow / cfm with independent pairs:      {indep / mix:.2f}x the step time")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,56 @@
+"""Runs a named sweep of a config: `python -m experiments.sweep --config=NAME.py[:variant] --sweep=SWEEP --workdir=DIR`.
+
+Flags only; the work is `flowzoo.sweep.run_named`. Sweeps live next to the
+config they vary, as `sweeps()` in the config module (e.g.
+mixflow_bbbc021.py: "baseline", "modes", "pca_dim"). Each point runs in
+`DIR/<point>/seed<k>`; the table goes to DIR/sweep.{md,json,csv,png}.
+`--config.a.b=v` overrides apply to every point.
+
+    python -m experiments.sweep --config=mixflow_letters.py:runlocal --sweep=baseline \
+        --seeds=0,1,2 --workdir=/tmp/mixflow_letters_vs_cfm
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_SWEEP = flags.DEFINE_string("sweep", None, "Name of a grid in the config module's sweeps().")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep's runs.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Seeds, e.g. 0,1,2 (default: config.compare.seeds or 0).")
+_SPLIT = flags.DEFINE_string("split", None, "Evaluation split tabulated (default heldout).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Discard checkpoints made with a different config.")
+flags.mark_flags_as_required(["config", "sweep", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from flowzoo.sweep import run_named  # after flag parsing: faster --help
+  seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else None
+  run_named(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]), _SWEEP.value,
+            _WORKDIR.value, seeds=seeds, split=_SPLIT.value, overwrite=_OVERWRITE.value)
+
+
+def _rewrite_argv(argv: list[str]) -> list[str]:
+  """A bare `--config=name.py[:arg]` resolves in experiments/configs (as experiments.run)."""
+  out = []
+  for a in argv:
+    if a.startswith("--config="):
+      path, sep, arg = a[len("--config="):].partition(":")
+      if not Path(path).exists() and (CONFIG_DIR / path).exists():
+        path = str(CONFIG_DIR / path)
+      a = f"--config={path}{sep}{arg}"
+    out.append(a)
+  return out
+
+
+if __name__ == "__main__":
+  sys.argv = _rewrite_argv(sys.argv)
+  app.run(main)

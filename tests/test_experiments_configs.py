@@ -1,0 +1,130 @@
+"""Every experiment config builds and trains; the MixFlow configs' baseline rule and real-data run.
+
+Each config's `runlocal` variant is shrunk (tiny network, batch, data and
+2 dispatches of 2 steps) so that the file stays well under 90 s on 2 cores.
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from flowzoo.bases.gaussian import Gaussian
+from flowzoo.bases.mixture import GMM
+from flowzoo.experiment import setup
+from flowzoo.methods.mixflow import MixFlow
+from flowzoo import sweep as sweep_lib
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
+
+# Applied where the config has the field: seconds instead of minutes.
+TINY = {
+    "train.steps": 4, "train.steps_per_dispatch": 2, "train.log_every": 2,
+    "train.ckpt_every": 4, "data.batch_size": 16,
+    "model.hidden": (16, 16), "model.cond_embed": 8, "model.width": 16, "model.mlp_dim": 16,
+    "model.num_blocks": 1, "base.hidden": (8,),
+    "dataset.letters": "SH", "dataset.num_rotations": 4, "dataset.copies": 1,
+    "dataset.points_per_copy": 32, "dataset.cells_per_population": 32, "dataset.dim": 4,
+    "dataset.control_cells_per_plate": 8, "eval.num_steps": 4, "eval.max_samples": 64,
+}
+
+
+def tiny(config, **extra):
+  """`config` with the TINY overrides that apply to it (plus `extra`)."""
+  over = {k: v for k, v in TINY.items() if _has(config, k)}
+  if _has(config, "data.populations_per_batch") and config.data.populations_per_batch > 16:
+    over["data.populations_per_batch"] = 16
+  if _has(config, "base.num_modes") and config.base.means == "free":
+    over["base.num_modes"] = 4  # SH x 4 rotations: 4 training conditions.
+  return sweep_lib.apply_overrides(config, dict(over, **extra))
+
+
+def _has(config, key):
+  node = config
+  for p in key.split("."):
+    if p not in node:
+      return False
+    node = node[p]
+  return True
+
+
+def _config(name, variant="runlocal", argv=()):
+  """The config as the CLI parses it (locked; `argv` are `--config.a.b=v` overrides)."""
+  argv = ["prog", f"--config={CONFIG_DIR / name}:{variant}", *argv]
+  fv = flags.FlagValues()
+  # sys_argv: override flags are declared from the argv, as in experiments.run.
+  config_flags.DEFINE_config_file("config", None, "config", flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_runlocal_builds_and_trains(name):
+  exp = setup(tiny(_config(name)))
+  state = exp.init()
+  before = jax.tree.map(np.asarray, state.params)
+  state, logs = exp.train(state, 4)
+  assert int(state.step) == 4
+  assert logs["loss"].shape == (4,) and np.all(np.isfinite(logs["loss"]))
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), before,
+                                       jax.tree.map(np.asarray, state.params)))
+  assert any(moved)
+
+
+@pytest.mark.parametrize("name", ["mixflow_letters.py", "mixflow_bbbc021.py"])
+def test_base_gaussian_from_the_cli_is_vanilla_cfm(name):
+  mix = setup(tiny(_config(name)))
+  cfm = setup(tiny(_config(name, argv=["--config.base.name=gaussian"])))
+  assert isinstance(mix.method, MixFlow) and isinstance(mix.method.base, GMM)
+  assert mix.method.groups == ("velocity", "base")
+  assert isinstance(cfm.method.base, Gaussian) and cfm.method.groups == ("velocity",)
+  # No base steps at all, and every step updates the velocity field.
+  steps = np.arange(cfm.config.train.steps)
+  assert not np.any(np.asarray(cfm.method.is_base_step(steps)))
+  assert bool(cfm.method.active(np.int32(2))["velocity"])
+  # Everything else is identical: same network, coupling, optimizer, schedule.
+  a, b = mix.config.to_dict(), cfm.config.to_dict()
+  assert {k: v for k, v in a.items() if k != "base"} == {k: v for k, v in b.items() if k != "base"}
+
+
+@pytest.mark.parametrize("variant", ["", "runlocal", "wells", "wells_runlocal", "pca"])
+def test_bbbc021_variants(variant):
+  from experiments.configs import cfm_bbbc021, mixflow_bbbc021
+  mix, cfm = mixflow_bbbc021.get_config(variant), cfm_bbbc021.get_config(variant)
+  assert mix.compare.sweep == "baseline" and cfm.compare.sweep == ""
+  assert mix.base.name == "gmm" and cfm.base.name == "gaussian"
+  assert mix.dataset.name == ("bbbc021_wells" if variant.startswith("wells") else "bbbc021_sim")
+  assert mix.dataset.split == "cellflux"
+  names = [n for n, _ in mixflow_bbbc021.sweeps()["baseline"]]
+  assert names == ["mixflow", "cfm"] and mix.compare.reference == "cfm"
+  with pytest.raises(ValueError, match="unknown variant"):
+    mixflow_bbbc021.get_config("nope")
+
+
+def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
+  """MixFlow and CFM on the real well profiles, CellFlux held-out compounds (tiny steps)."""
+  from experiments.configs import mixflow_bbbc021
+  if not mixflow_bbbc021.WELLS_CSV.is_file() or not mixflow_bbbc021.FINGERPRINTS.is_file():
+    pytest.skip(f"{mixflow_bbbc021.WELLS_CSV} or {mixflow_bbbc021.FINGERPRINTS} is absent")
+  config = tiny(mixflow_bbbc021.get_config("wells_runlocal"),
+                **{"eval.splits": ("heldout",), "base.num_modes": 3})
+  summary = sweep_lib.run_named(config, CONFIG_DIR / "mixflow_bbbc021.py", "baseline", tmp_path)
+  out = capsys.readouterr().out
+  assert "real BBBC021 well-level" in out and "| mixflow |" in out and "| cfm |" in out
+  for point in ("mixflow", "cfm"):
+    ev = json.loads((tmp_path / point / "seed0" / "eval.json").read_text())
+    held = ev["w2"]["heldout"]["per_condition"]
+    assert sorted(held) == sorted(["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel",
+                                   "epothilone B", "lactacystin", "latrunculin B",
+                                   "simvastatin"])
+    for m in ("mmd", "w1", "w2", "energy"):
+      assert np.isfinite(ev[m]["heldout"]["mean"])
+  rows = {r["name"]: r for r in summary["points"]}
+  assert set(rows) == {"mixflow", "cfm"}
+  assert all(np.isfinite(r["metrics"]["w1"]["mean"]) for r in rows.values())

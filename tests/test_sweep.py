@@ -1,0 +1,111 @@
+"""The sweep runner: overrides, reuse of finished runs, mean ± std table, and the main job's path."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.configs import mixflow_bbbc021
+from flowzoo import sweep as sweep_lib
+from tests.helpers import tiny_letters_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
+def test_apply_overrides_follows_cli_rules():
+  c = tiny_letters_config()
+  c2 = sweep_lib.apply_overrides(c, {"model.hidden": [8], "seed": 3})
+  assert c2.model.hidden == (8,) and c2.seed == 3
+  assert c.model.hidden == (16, 16) and c.seed == 0  # the base config is untouched
+  with pytest.raises(KeyError, match="hiden"):
+    sweep_lib.apply_overrides(c, {"model.hiden": (8,)})
+  with pytest.raises(KeyError, match="nosuch"):
+    sweep_lib.apply_overrides(c, {"nosuch.x": 1})
+  # Swapping a component allows its own knobs and fills in its defaults.
+  g = sweep_lib.apply_overrides(c, {"base.name": "gmm", "base.num_modes": 3})
+  assert g.base.num_modes == 3 and g.base.variance == 0.01 and g.base.temperature == 0.5
+  with pytest.raises(KeyError, match="does not take"):
+    sweep_lib.apply_overrides(c, {"base.name": "gmm", "base.epsilon": 0.1})
+  with pytest.raises(AttributeError):
+    g.new_field = 1  # still locked
+
+
+def _fake_results(value):
+  return {m: {"heldout": {"mean": value, "per_condition": {}}} for m in ("w1", "w2")}
+
+
+def test_run_sweep_table_stats_and_reuse(tmp_path):
+  calls = []
+
+  def fake_run(config, workdir, overwrite=False):
+    calls.append((config.model.hidden, config.seed))
+    results = _fake_results(float(sum(config.model.hidden)) + config.seed)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+    (Path(workdir) / "eval.json").write_text(json.dumps(results))
+    return results
+
+  c = tiny_letters_config(**{"eval.metrics": ("w1", "w2")})
+  grid = [("big", {"model.hidden": (16, 16)}), ("small", {"model.hidden": (4,)})]
+  s = sweep_lib.run_sweep(c, grid, tmp_path, seeds=(0, 1, 2), reference="small", run_fn=fake_run)
+  assert len(calls) == 6
+  big = s["points"][0]["metrics"]["w1"]
+  assert big["values"] == [32.0, 33.0, 34.0]
+  assert big["mean"] == pytest.approx(33.0) and big["std"] == pytest.approx(np.std([32, 33, 34]))
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| big | 33 ± 0.82 | 33 ± 0.82 | +560% / +560% |" in table
+  assert "| small | 5 ± 0.82" in table
+  rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
+  assert [(r["point"], r["metric"]) for r in rows] == [
+      ("big", "w1"), ("big", "w2"), ("small", "w1"), ("small", "w2")]
+  assert json.loads((tmp_path / "sweep.json").read_text())["seeds"] == [0, 1, 2]
+  assert (tmp_path / "sweep.png").stat().st_size > 1000
+  assert (tmp_path / "small" / "seed2" / "eval.json").is_file()
+  # Finished runs with the same config are reused; a changed config reruns.
+  sweep_lib.run_sweep(c, grid, tmp_path, seeds=(0, 1, 2), run_fn=fake_run)
+  assert len(calls) == 6
+  sweep_lib.run_sweep(sweep_lib.apply_overrides(c, {"train.steps": 12}), grid[:1], tmp_path,
+                      seeds=(0,), run_fn=fake_run)
+  assert len(calls) == 7
+
+
+def test_run_sweep_rejects_bad_grids(tmp_path):
+  c = tiny_letters_config()
+  with pytest.raises(ValueError, match="unique"):
+    sweep_lib.run_sweep(c, [("a", {}), ("a", {})], tmp_path)
+  with pytest.raises(KeyError, match="hiden"):  # before any training
+    sweep_lib.run_sweep(c, [("a", {}), ("b", {"model.hiden": 1})], tmp_path)
+  with pytest.raises(ValueError, match="reference"):
+    sweep_lib.run_sweep(c, [("a", {})], tmp_path, reference="cfm")
+  with pytest.raises(ValueError, match="file name"):
+    sweep_lib.run_sweep(c, [("a/b", {})], tmp_path)
+  assert not any(tmp_path.iterdir())
+
+
+def test_main_job_path_mixflow_vs_cfm_tiny(tmp_path, capsys):
+  """`experiments.run --config=mixflow_bbbc021.py` (compare.sweep) on a shrunk simulation."""
+  config = sweep_lib.apply_overrides(mixflow_bbbc021.get_config("runlocal"), {
+      "dataset.dim": 4, "dataset.cells_per_population": 32, "dataset.control_cells_per_plate": 8,
+      "model.hidden": (16, 16), "model.cond_embed": 8, "base.hidden": (8,), "base.num_modes": 3,
+      "data.batch_size": 16, "train.steps": 4, "train.steps_per_dispatch": 2,
+      "train.log_every": 2, "train.ckpt_every": 4, "eval.num_steps": 4})
+  summary = sweep_lib.run_named(config, CONFIG_DIR / "mixflow_bbbc021.py", config.compare.sweep,
+                                tmp_path)
+  out = capsys.readouterr().out
+  assert "SIMULATED" in out and "--config=mixflow_bbbc021.py:wells" in out
+  assert "| mixflow |" in out and "| cfm |" in out and "change vs cfm" in out
+  assert [r["name"] for r in summary["points"]] == ["mixflow", "cfm"]
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| mixflow |" in table and "| cfm |" in table
+  for point in ("mixflow", "cfm"):
+    run = tmp_path / point / "seed0"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["compare"]["sweep"] == ""  # each point is one plain run
+    assert cfg["base"]["name"] == ("gmm" if point == "mixflow" else "gaussian")
+    ev = json.loads((run / "eval.json").read_text())
+    assert sorted(ev["w1"]["heldout"]["per_condition"]) == sorted(
+        ["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel", "epothilone B", "lactacystin",
+         "latrunculin B", "simvastatin"])
+    assert all(np.isfinite(ev[m]["heldout"]["mean"]) for m in ("mmd", "w1", "w2", "energy"))
