@@ -11,6 +11,20 @@ matrix and the N x N cost/plan), WFM App. E.2; at small N fixed per-step
 overheads hide that.
 
     python benchmarks/wfm_step.py [--sizes 64,128,256,512] [--width 128] [--blocks 2]
+
+Measured with the defaults on the 2-core CPU while other jobs ran (load ~10,
+so absolute times are inflated; ratios are indicative):
+
+     N    step ms  x prev  inner OT ms  x prev  net fwd+bwd ms  x prev
+    64      494       -          120       -             226       -
+   128     1442    2.92          685    5.71             679    3.01
+   256     6206    4.30         3225    4.71            1374    2.02
+   512    36988    5.96        22080    6.85            8914    6.49
+
+Growth per doubling is about 4x or more from N = 128 on (quadratic, plus cache
+effects once the 64 x N x N plans and attention matrices leave the caches);
+unlike on the paper's GPU (App. E.2), the inner OT (200 vmapped log-domain
+Sinkhorn iterations + rounding) costs more than the network on CPU.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ field (a misspelt field is an error: configs are locked).
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -45,6 +45,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = _CONFIG.value
   if config.get("compare") and config.compare.sweep:
     from flowzoo.sweep import run_named  # after flag parsing: faster --help

@@ -145,7 +145,8 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
     the summary written to `sweep.json` (see `summarize`).
   """
   if run_fn is None:
-    from flowzoo.experiment import train_and_evaluate as run_fn  # pylint: disable=import-outside-toplevel
+    # Imported on use: the table/plot helpers need no JAX.
+    from flowzoo.experiment import train_and_evaluate as run_fn
   points = as_points(grid)
   seeds = [int(s) for s in seeds]
   if not seeds:

@@ -33,18 +33,28 @@ class MetricWriter:
 
 
 class Progress:
-  """Prints `step/total loss steps/s ETA` lines (one per log interval)."""
+  """Prints `step/total loss steps/s ETA` lines (one per log interval).
+
+  Steps/s is measured over the last interval, so the first interval includes
+  compilation and later ones show the steady-state rate.
+  """
 
   def __init__(self, total: int, start: int = 0, stream=sys.stdout):
     self.total, self.stream = total, stream
     self._t0, self._s0 = time.perf_counter(), start
+    self._rate = float("nan")
 
   def steps_per_second(self, step: int) -> float:
-    dt = time.perf_counter() - self._t0
-    return (step - self._s0) / dt if dt > 0 else float("nan")
+    """Rate since the previous call (or since construction)."""
+    now = time.perf_counter()
+    dt = now - self._t0
+    if step > self._s0 and dt > 0:
+      self._rate = (step - self._s0) / dt
+      self._t0, self._s0 = now, step
+    return self._rate
 
   def line(self, step: int, scalars: Mapping[str, float]) -> str:
-    sps = self.steps_per_second(step)
+    sps = self._rate
     eta = (self.total - step) / sps if sps and np.isfinite(sps) and sps > 0 else float("nan")
     parts = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
     return (f"[{step:>7d}/{self.total}] {parts} steps/s={sps:.1f} "

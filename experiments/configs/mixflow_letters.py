@@ -40,11 +40,12 @@ def get_config(arg: str | None = None):
   ds = c.dataset
   num_train = len(ds.letters) * ds.num_rotations // 2
   with c.unlocked():
-    c.method = ml_collections.ConfigDict(dict(name="mixflow", sigma=0.0, p_uncond=0.0, group_coupling=True,
-                    warmup=0.1, alternating=0.8, cooldown=0.1, base_every=10))
-    c.base = ml_collections.ConfigDict(dict(name="gmm", num_modes=num_train, variance=0.01, temperature=0.5,
-                  means="free", hidden=(128,), dropout=0.1, straight_through=False,
-                  data_init="per_condition"))
+    c.method = ml_collections.ConfigDict(dict(
+        name="mixflow", sigma=0.0, p_uncond=0.0, group_coupling=True,
+        warmup=0.1, alternating=0.8, cooldown=0.1, base_every=10))
+    c.base = ml_collections.ConfigDict(dict(
+        name="gmm", num_modes=num_train, variance=0.01, temperature=0.5, means="free",
+        hidden=(128,), dropout=0.1, straight_through=False, data_init="per_condition"))
     c.coupling = ml_collections.ConfigDict(dict(name="exact"))
     # Reference trainer: flow Adam betas (0.0, 0.99); base Adam defaults.
     c.optim.b1, c.optim.b2 = 0.0, 0.99

@@ -60,9 +60,10 @@ CONTROL = "DMSO"
 _HIDDEN = 64  # width of the random smooth map h(y).
 
 REAL_DATA_HINT = (
-    "To train on real BBBC021 profiles set config.dataset.name='bbbc021_wells', "
-    "config.dataset.path=<.../BBBC021_feature_selected_mad_robustize.csv> and "
-    "config.dataset.descriptors=<.../emb_fp.csv> (per-cell embeddings: name='bbbc021_cells').")
+    "To train on real BBBC021 profiles use a config whose dataset section is "
+    "'bbbc021_wells' (e.g. --config=mixflow_bbbc021.py:wells, with "
+    "--config.dataset.path=<.../BBBC021_feature_selected_mad_robustize.csv> and "
+    "--config.dataset.descriptors=<.../emb_fp.csv>) or 'bbbc021_cells' for per-cell embeddings.")
 
 
 def _world(rng: np.random.Generator, *, moas, descriptor_dim, dim, components,

@@ -1,1 +1,1 @@
-from flowzoo.geometry import bures  # noqa: F401  (registers the "bw_euler" solver)
+from flowzoo.geometry import bures  # noqa: F401  (registers the "euler_bw" solver)

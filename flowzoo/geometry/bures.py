@@ -19,7 +19,7 @@ Closed forms (WFM §2.3.1, following Lambert et al. 2022):
 C and T_t commute (T_t is a polynomial in C), so Eq. 10 is evaluated in C's
 eigenbasis: Sigma'^BW = V diag((c - 1) / (1 - t + t c)) V^T, exactly
 symmetric and without a matrix inverse. Algorithm 2 is registered as the
-solver "bw_euler" (`integrate(..., solver="bw_euler")`); its velocity
+solver "euler_bw" (`integrate(..., solver="euler_bw")`); its velocity
 function returns tangent vectors (a, S), not Euclidean derivatives.
 """
 
@@ -223,7 +223,7 @@ def exp_step(x: jax.Array, tangent: jax.Array, h) -> jax.Array:
   return pack_gaussians(m + h * a, sym(u @ cov @ u)).astype(x.dtype)
 
 
-@SOLVERS.register("bw_euler")
+@SOLVERS.register("euler_bw")
 def bw_euler_step(velocity_fn, t: jax.Array, x: jax.Array, dt: jax.Array) -> jax.Array:
   """Algorithm 2 as a fixed-step solver; `velocity_fn(t, x)` returns tangents (a, S) packed."""
   batch = x.shape[0]

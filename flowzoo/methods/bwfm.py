@@ -24,8 +24,8 @@ triangle of a symmetric S). The paper uses two separate 6 x 1024 ReLU nets with
 skip connections and layer norm for the mean and the covariance; here one
 network predicts both, so `--config.model.name` swaps it like any other.
 
-Solvers: with geometry "bw", solver "euler" (or "bw_euler") is Algorithm 2,
-registered as the solver step "bw_euler" in `flowzoo.geometry.bures`; any
+Solvers: with geometry "bw", solver "euler" (or "euler_bw") is Algorithm 2,
+registered as the solver step "euler_bw" in `flowzoo.geometry.bures`; any
 other registered solver integrates the equivalent ODE in (m, Sigma)
 coordinates, m' = a, Sigma' = S Sigma + Sigma S (Eq. 9), and projects to SPD at
 the end. The Euclidean geometries use the generic solvers directly.
@@ -90,8 +90,10 @@ class BWFM(Method):
       raise ValueError(f"bwfm: geometry must be one of {GEOMETRIES}, got {geometry!r}.")
     if not 0.0 <= p_uncond < 1.0:
       raise ValueError(f"bwfm: p_uncond must be in [0, 1), got {p_uncond}.")
+    self.event_shape = None
     if event_shape is not None:
       self._check_event_shape(event_shape)
+      self.event_shape = tuple(event_shape)
     self.independent = isinstance(coupling, Independent)
     if not self.independent and "cost" not in inspect.signature(coupling.__call__).parameters:
       raise ValueError(f"bwfm: coupling {type(coupling).__name__} does not accept a "
@@ -99,12 +101,16 @@ class BWFM(Method):
     self.model, self.base, self.coupling = model, base, coupling
     self.geometry, self.p_uncond, self.group_coupling = geometry, float(p_uncond), group_coupling
 
-  @staticmethod
-  def _check_event_shape(event_shape) -> int:
+  def _check_event_shape(self, event_shape) -> int:
     event_shape = tuple(event_shape)
     if len(event_shape) != 2 or event_shape[0] != event_shape[1] + 1:
       raise ValueError(f"bwfm needs Gaussians packed as (D + 1, D) (row 0 mean, rows 1..D "
                        f"covariance), got event shape {event_shape}.")
+    built = getattr(self, "event_shape", None)
+    if built is not None and event_shape != built:
+      raise ValueError(f"bwfm: Gaussians of dimension {event_shape[1]} (event shape "
+                       f"{event_shape}), but the method was built for dimension {built[1]} "
+                       f"{built}.")
     return event_shape[1]
 
   # -- network --------------------------------------------------------------
@@ -128,8 +134,12 @@ class BWFM(Method):
     }
 
   def init_from_data(self, params, x, groups=None, *, seed: int = 0):
-    """Refits the base statistics (App. D) on all training Gaussians `[N, D + 1, D]`."""
-    del groups, seed
+    """Checks all training Gaussians `[N, D + 1, D]` are SPD, refits the base (App. D) on them."""
+    del seed
+    m, cov = bures.unpack_gaussians(np.asarray(x, np.float64))
+    groups = np.zeros(len(m), int) if groups is None else np.asarray(groups)
+    for g in np.unique(groups):  # names the condition index and the sample within it
+      bures.check_gaussians(m[groups == g], cov[groups == g], f"bwfm training condition {g}")
     if hasattr(self.base, "fit"):
       params = dict(params, base=self.base.fit(jnp.asarray(x)))
     return params
@@ -214,11 +224,11 @@ class BWFM(Method):
     """
     field = self.velocity_fn(params, batch["cond"], guidance)
     x0 = self.base.sample(params["base"], rng, batch, train=False)
-    riemannian = self.geometry == "bw" and solver in ("euler", "bw_euler")
+    riemannian = self.geometry == "bw" and solver in ("euler", "euler_bw")
     if riemannian:
-      solver = "bw_euler"
-    elif solver == "bw_euler":
-      raise ValueError(f"bwfm: solver 'bw_euler' (Algorithm 2) needs geometry 'bw', not "
+      solver = "euler_bw"
+    elif solver == "euler_bw":
+      raise ValueError(f"bwfm: solver 'euler_bw' (Algorithm 2) needs geometry 'bw', not "
                        f"{self.geometry!r}.")
     elif self.geometry == "bw":
       tangent_field = field

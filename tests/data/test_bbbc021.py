@@ -203,7 +203,7 @@ def test_sim_shapes_split_sources_and_info():
   assert len(pops.names) == 35 and pops.event_shape == (6,) and pops.cond_dim == 5
   assert {n for n, s in zip(pops.names, pops.splits) if s == "heldout"} == set(B.CELLFLUX_HELDOUT)
   assert all(s.shape == (40, 6) for s in pops.samples)
-  assert "SIMULATED" in pops.info and "config.dataset.name='bbbc021_wells'" in pops.info
+  assert "SIMULATED" in pops.info and "mixflow_bbbc021.py:wells" in pops.info
   # Every compound's sources are DMSO control cells of its own plates.
   ctrl = pops.sources[pops.names.index("DMSO")]
   assert ctrl.shape[0] == 10 * 64

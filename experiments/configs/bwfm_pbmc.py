@@ -1,0 +1,73 @@
+"""BW-FM on single-cell Gaussians (WFM §4.1.2, App. F.1, Table 2 rows seqFISH / scRNA-seq).
+
+Default: metacell Gaussians of scanpy's bundled pbmc68k_reduced (a cell and its
+11 nearest same-label neighbours in the top 8 PCs; 9 cell-type labels with at
+least 12 cells, 692 Gaussians), generated conditionally on the cell type with
+classifier-free guidance dropout (WFM Fig. S3). Needs the `scanpy` extra (the
+file is read from the installed wheel with h5py, scanpy is never imported) or
+`--config.dataset.path=<file.h5ad>`.
+
+Variant "seqfish": spatial niches of the seqFISH cortex (k = 16 nearest spatial
+neighbours, 8 expression PCs; ../shared/data/seqfish_cortex), unconditional.
+"runlocal" (comma-separated with a dataset variant) shrinks training to CPU
+minutes. Baselines as in bwfm_spiral.py: `--config.method.geometry=bw_euclidean`
+or `=frobenius`; `experiments.sweep --sweep=geometry` runs all three.
+
+    python -m experiments.run --config=bwfm_pbmc.py --workdir=/tmp/bwfm_pbmc
+    python -m experiments.run --config=bwfm_pbmc.py:runlocal --workdir=/tmp/bwfm_pbmc_local
+    python -m experiments.run --config=bwfm_pbmc.py:seqfish,runlocal --workdir=/tmp/bwfm_niches
+
+Expected metrics: see README "Results" (measured numbers live there).
+"""
+
+from pathlib import Path
+
+from experiments.configs import common
+from experiments.configs.bwfm_spiral import sweeps  # noqa: F401  (same geometry sweep)
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+VARIANTS = ("pbmc", "seqfish")
+
+
+def get_config(arg: str | None = None):
+  tokens = [a for a in (arg or "").split(",") if a]
+  data = [a for a in tokens if a in VARIANTS]
+  if [a for a in tokens if a not in VARIANTS and a != "runlocal"] or len(data) > 1:
+    raise ValueError(f"bwfm_pbmc: bad variant {arg!r}; use at most one of {VARIANTS} plus "
+                     "optionally 'runlocal', comma-separated.")
+  seqfish = data == ["seqfish"]
+  c = common.base_config()
+  if seqfish:
+    c.dataset = dict(name="seqfish_niches", path=str(SHARED_DATA / "seqfish_cortex"), dim=8,
+                     k=16, ridge=1e-3)
+  else:
+    c.dataset = dict(name="pbmc_metacells", path="", label_key="bulk_labels", dim=8, k=12,
+                     ridge=1e-3)
+  c.data.batch_size = 128  # WFM App. E.1
+  c.data.populations_per_batch = 1 if seqfish else 128  # mixed labels, pairs within a label
+  c.method = dict(name="bwfm", geometry="bw", p_uncond=0.0 if seqfish else 0.1,
+                  group_coupling=True)
+  c.model = dict(name="mlp", hidden=(512, 512, 512, 512), act="silu", dropout=0.0,
+                 time_frequencies=8, cond_embed=32, conditioning="concat")
+  c.base = dict(name="wishart", df_scale=5.0, mean_scale=1.0)
+  c.coupling = dict(name="rounded_matching", epsilon=0.01, max_iterations=200)
+  c.optim.lr = 1e-3
+  c.optim.schedule = "cosine"
+  c.train.steps = 20_000
+  c.train.steps_per_dispatch = 500
+  c.train.log_every = 1000
+  c.train.ckpt_every = 5000
+  c.eval.splits = ("train",)
+  c.eval.metrics = ("bw_min_w2",)
+  c.eval.num_steps = 100
+  c.eval.max_samples = 1000
+  if "runlocal" in tokens:
+    c.model.hidden = (256, 256, 256)
+    c.coupling.max_iterations = 100
+    c.train.steps = 3000
+    c.train.steps_per_dispatch = 250
+    c.train.log_every = 500
+    c.train.ckpt_every = 1500
+    c.train.ema_decay = 0.99
+    c.eval.max_samples = 500
+  return common.finalize(c)
