@@ -186,6 +186,18 @@ def frechet_cost(x0: jax.Array, x1: jax.Array) -> jax.Array:
   m1, c1 = unpack_gaussians(x1)
   if m0.shape[-1] != m1.shape[-1]:
     raise ValueError(f"frechet_cost: Gaussians of dimension {m0.shape[-1]} vs {m1.shape[-1]}.")
+  return frechet_cost_moments(m0, c0, m1, c1)
+
+
+def frechet_cost_moments(m0: jax.Array, c0: jax.Array, m1: jax.Array,
+                         c1: jax.Array) -> jax.Array:
+  """W2^2 between all pairs of Gaussians given by moments (WFM App. C, Eq. 24).
+
+  Args:
+    m0, c0: `[n, D]` means and `[n, D, D]` covariances; m1, c1 likewise `[m, ...]`.
+  Returns:
+    `[n, m]`: |a_i - b_j|^2 + Tr(A_i + B_j - 2 (A_i^1/2 B_j A_i^1/2)^1/2).
+  """
   r0 = sqrtm(c0)
   cross = jnp.einsum("nij,mjk,nkl->nmil", r0, c1, r0)
   tr_cross = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(sym(cross)), 0.0)), -1)

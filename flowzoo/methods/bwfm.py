@@ -47,10 +47,10 @@ import numpy as np
 
 from flowzoo.couplings.independent import Independent
 from flowzoo.geometry import bures
-from flowzoo.methods.cfm import paired_targets, with_null
+from flowzoo.methods.cfm import guided_field, paired_targets, with_null
 from flowzoo.methods.method import Method
 from flowzoo.registry import METHODS
-from flowzoo.sampling import guided_velocity, integrate
+from flowzoo.sampling import integrate
 
 GEOMETRIES = ("bw", "bw_euclidean", "frobenius")
 
@@ -210,11 +210,7 @@ class BWFM(Method):
     def v(keep):
       c = self._cond(cond, keep)
       return lambda t, x: self.tangent(params, t, x, c, train=False)
-    if guidance == 1.0:
-      return v(1.0)
-    if self.p_uncond == 0:
-      raise ValueError("guidance != 1 needs a model trained with p_uncond > 0.")
-    return guided_velocity(v(1.0), v(0.0), guidance)
+    return guided_field(v, guidance, self.p_uncond)
 
   def generate(self, params, rng, batch, *, solver="euler", num_steps=32, guidance=1.0,
                save_at: Sequence[float] | None = None):

@@ -35,6 +35,19 @@ def with_null(cond: jax.Array, keep: jax.Array | float) -> jax.Array:
   return jnp.concatenate([cond * keep, keep], axis=-1)
 
 
+def guided_field(field_for, guidance: float, p_uncond: float):
+  """Classifier-free guidance from `field_for(keep) -> velocity_fn`.
+
+  Returns the conditional field for guidance 1, else v_u + s (v_c - v_u);
+  needs a network trained with the null condition (p_uncond > 0).
+  """
+  if guidance == 1.0:
+    return field_for(1.0)
+  if p_uncond == 0:
+    raise ValueError("guidance != 1 needs a model trained with p_uncond > 0.")
+  return guided_velocity(field_for(1.0), field_for(0.0), guidance)
+
+
 def gather(tree, idx: jax.Array):
   """Selects rows `idx` of every leaf (pairs targets with their metadata)."""
   return jax.tree.map(lambda a: a[idx], tree)
@@ -149,11 +162,7 @@ class CFM(Method):
     def v(keep):
       c = self._cond(cond, keep)
       return lambda t, x: self.model.apply(params["velocity"], t, x, c, train=False)
-    if guidance == 1.0:
-      return v(1.0)
-    if self.p_uncond == 0:
-      raise ValueError("guidance != 1 needs a model trained with p_uncond > 0.")
-    return guided_velocity(v(1.0), v(0.0), guidance)
+    return guided_field(v, guidance, self.p_uncond)
 
   def generate(self, params, rng, batch, *, solver="euler", num_steps=32, guidance=1.0,
                save_at: Sequence[float] | None = None):

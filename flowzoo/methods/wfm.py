@@ -52,30 +52,14 @@ from flowzoo.bases.pointclouds import cloud_moments
 from flowzoo.couplings.entropic_map import EntropicMap
 from flowzoo.couplings.independent import Independent
 from flowzoo.couplings.rounding import RoundedMatching, greedy_round
-from flowzoo.methods.cfm import paired_targets, with_null
+from flowzoo.geometry import bures
+from flowzoo.methods.cfm import guided_field, paired_targets, with_null
 from flowzoo.methods.method import Method
 from flowzoo.metrics_pointclouds import METRICS
 from flowzoo.registry import METHODS
-from flowzoo.sampling import guided_velocity, integrate
+from flowzoo.sampling import integrate
 
 INNER = ("auto", "rounded", "entropic")
-
-
-def frechet_cost(m0: jax.Array, c0: jax.Array, m1: jax.Array, c1: jax.Array) -> jax.Array:
-  """W2^2 between Gaussians (WFM App. C, Eq. 24), all pairs.
-
-  Args:
-    m0, c0: `[n, D]` means and `[n, D, D]` covariances; m1, c1 likewise `[m, ...]`.
-  Returns:
-    `[n, m]`: |a_i - b_j|^2 + Tr(A_i + B_j - 2 (A_i^1/2 B_j A_i^1/2)^1/2).
-  """
-  w, v = jnp.linalg.eigh(c0)
-  sqrt0 = jnp.einsum("nij,nj,nkj->nik", v, jnp.sqrt(jnp.maximum(w, 0.0)), v)
-  cross = jnp.einsum("nij,mjk,nkl->nmil", sqrt0, c1, sqrt0)
-  tr_cross = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(cross), 0.0)), -1)
-  tr0, tr1 = jnp.trace(c0, axis1=-2, axis2=-1), jnp.trace(c1, axis1=-2, axis2=-1)
-  mean_term = jnp.sum((m0[:, None, :] - m1[None, :, :]) ** 2, -1)
-  return jnp.maximum(mean_term + tr0[:, None] + tr1[None, :] - 2.0 * tr_cross, 0.0)
 
 
 @METHODS.register("wfm")
@@ -155,7 +139,7 @@ class WFM(Method):
       return self.coupling(rng, x0, batch["x1"], groups=groups)
     m0, c0 = cloud_moments(x0, mask0)
     m1, c1 = cloud_moments(batch["x1"], batch["mask1"])
-    cost = frechet_cost(m0, c0, m1, c1)
+    cost = bures.frechet_cost_moments(m0, c0, m1, c1)
     return self.coupling(rng, jax.lax.stop_gradient(x0), batch["x1"], groups=groups,
                          cost=jax.lax.stop_gradient(cost))
 
@@ -238,11 +222,7 @@ class WFM(Method):
     def v(keep):
       c = self._cond(cond, keep)
       return lambda t, x: self.model.apply(params["velocity"], t, x, c, mask=mask, train=False)
-    if guidance == 1.0:
-      return v(1.0)
-    if self.p_uncond == 0:
-      raise ValueError("guidance != 1 needs a model trained with p_uncond > 0.")
-    return guided_velocity(v(1.0), v(0.0), guidance)
+    return guided_field(v, guidance, self.p_uncond)
 
   def generate(self, params, rng, batch, *, solver="euler", num_steps=32, guidance=1.0,
                save_at: Sequence[float] | None = None):

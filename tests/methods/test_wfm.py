@@ -14,7 +14,8 @@ from flowzoo.couplings.entropic_map import EntropicMap
 from flowzoo.couplings.exact import Exact
 from flowzoo.couplings.independent import Independent
 from flowzoo.data.populations import Populations, pack
-from flowzoo.methods.wfm import WFM, frechet_cost
+from flowzoo.geometry.bures import frechet_cost_moments as frechet_cost
+from flowzoo.methods.wfm import WFM
 from flowzoo.models.transformer import Transformer
 
 N, D = 8, 2
