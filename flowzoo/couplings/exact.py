@@ -30,8 +30,15 @@ from flowzoo.registry import COUPLINGS
 
 def assign(cost: np.ndarray, mask0: np.ndarray, mask1: np.ndarray,
            groups: np.ndarray | None) -> np.ndarray:
-  """Host-side exact assignment; returns `j` `[n]` int32 (see module doc)."""
+  """Host-side exact assignment; returns `j` `[n]` int32 (see module doc).
+
+  Everything is converted to numpy first: running a JAX operation inside a
+  host callback can deadlock against the dispatching thread (seen here when
+  the coupling ran outside jit: `mask0 & ...` on jax arrays never returned).
+  """
   cost = np.asarray(cost, np.float64)
+  mask0, mask1 = np.asarray(mask0, bool), np.asarray(mask1, bool)
+  groups = None if groups is None else np.asarray(groups)
   n, m = cost.shape
   j = (np.arange(n) % m).astype(np.int32)
   if groups is None:
@@ -81,7 +88,7 @@ class Exact:
       j = jax.pure_callback(lambda c, a, b: assign(c, a, b, None), out, c, mask0, mask1,
                             vmap_method="sequential")
     else:
-      j = jax.pure_callback(lambda c, a, b, g: assign(c, a, b, np.asarray(g)), out,
+      j = jax.pure_callback(lambda c, a, b, g: assign(c, a, b, g), out,
                             c, mask0, mask1, groups, vmap_method="sequential")
     return jnp.arange(n, dtype=jnp.int32), j
 
