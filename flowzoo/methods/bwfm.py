@@ -48,7 +48,7 @@ import numpy as np
 from flowzoo.couplings.independent import Independent
 from flowzoo.geometry import bures
 from flowzoo.methods.cfm import guided_field, paired_targets, with_null
-from flowzoo.methods.method import Method
+from flowzoo.methods.method import Method, check_components
 from flowzoo.registry import METHODS
 from flowzoo.sampling import integrate
 
@@ -191,19 +191,8 @@ class BWFM(Method):
     d = self._check_event_shape(event_shape)
     batch = {"x1": jnp.zeros((1, *event_shape)).at[:, 1:].set(jnp.eye(d)),
              "cond": jnp.zeros((1, cond_dim)), "group": jnp.zeros((1,), jnp.int32)}
-    try:
-      params = jax.eval_shape(self.init, jax.random.key(0), batch)
-      x0 = jax.eval_shape(lambda p: self.base.sample(p["base"], jax.random.key(0), batch),
-                          params)
-      v = jax.eval_shape(lambda p: self.tangent(p, jnp.zeros((1,)), batch["x1"],
-                                                self._cond(batch["cond"], 1.0)), params)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"the components cannot take Gaussians of event shape "
-                       f"{tuple(event_shape)} and descriptor dim {cond_dim}: {e}") from e
-    for what, shape in (("velocity network output", v.shape), ("base sample", x0.shape)):
-      if tuple(shape[1:]) != tuple(event_shape):
-        raise ValueError(f"{what} shape {tuple(shape[1:])} != data event shape "
-                         f"{tuple(event_shape)}.")
+    check_components(self, batch, lambda p: self.tangent(
+        p, jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0)), "Gaussians")
 
   def velocity_fn(self, params, cond: jax.Array, guidance: float = 1.0):
     """Network tangent field (a, S)(t, x) for the rows' conditions, with CFG."""

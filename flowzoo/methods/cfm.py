@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from flowzoo.geometry import euclidean
-from flowzoo.methods.method import Method
+from flowzoo.methods.method import Method, check_components
 from flowzoo.registry import METHODS
 from flowzoo.sampling import guided_velocity, integrate
 
@@ -144,18 +144,8 @@ class CFM(Method):
              "group": jnp.zeros((1,), jnp.int32)}
     if self.base.needs_sources:
       batch["x0"] = batch["x1"]
-    try:
-      params = jax.eval_shape(self.init, jax.random.key(0), batch)
-      x0 = jax.eval_shape(lambda p: self.base.sample(p["base"], jax.random.key(0), batch), params)
-      v = jax.eval_shape(lambda p: self.model.apply(
-          p["velocity"], jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0)), params)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"the components cannot take data of event shape {tuple(event_shape)} "
-                       f"and descriptor dim {cond_dim}: {e}") from e
-    for what, shape in (("velocity network output", v.shape), ("base sample", x0.shape)):
-      if tuple(shape[1:]) != tuple(event_shape):
-        raise ValueError(f"{what} shape {tuple(shape[1:])} != data event shape "
-                         f"{tuple(event_shape)}.")
+    check_components(self, batch, lambda p: self.model.apply(
+        p["velocity"], jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0)))
 
   def velocity_fn(self, params, cond: jax.Array, guidance: float = 1.0):
     """v(t, x) for the rows' conditions, with classifier-free guidance."""

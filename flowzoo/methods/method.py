@@ -64,3 +64,29 @@ class Method:
 
   def check_data(self, event_shape: Sequence[int], cond_dim: int) -> None:
     """Raises before compilation when the data do not fit the components."""
+
+
+def check_components(method, batch: dict, velocity, state: str = "data") -> None:
+  """Abstractly evaluates a method's init, base and network (no compile).
+
+  Args:
+    method: has `init` and `base`.
+    batch: one-row example batch (`x1` `[1, *event]`, `cond`, ...).
+    velocity: `params -> [1, *event]` network output for `batch`.
+    state: what the data are, for the error message ("point clouds", ...).
+  Raises:
+    ValueError: when a component rejects the shapes, or the network output or
+      base sample does not have the data's event shape.
+  """
+  event_shape, cond_dim = tuple(batch["x1"].shape[1:]), batch["cond"].shape[1]
+  key = jax.random.key(0)
+  try:
+    params = jax.eval_shape(method.init, key, batch)
+    x0 = jax.eval_shape(lambda p: method.base.sample(p["base"], key, batch), params)
+    v = jax.eval_shape(velocity, params)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"the components cannot take {state} of event shape {event_shape} "
+                     f"and descriptor dim {cond_dim}: {e}") from e
+  for what, shape in (("velocity network output", v.shape), ("base sample", x0.shape)):
+    if tuple(shape[1:]) != event_shape:
+      raise ValueError(f"{what} shape {tuple(shape[1:])} != data event shape {event_shape}.")

@@ -54,7 +54,7 @@ from flowzoo.couplings.independent import Independent
 from flowzoo.couplings.rounding import RoundedMatching, greedy_round
 from flowzoo.geometry import bures
 from flowzoo.methods.cfm import guided_field, paired_targets, with_null
-from flowzoo.methods.method import Method
+from flowzoo.methods.method import Method, check_components
 from flowzoo.metrics_pointclouds import METRICS
 from flowzoo.registry import METHODS
 from flowzoo.sampling import integrate
@@ -203,19 +203,9 @@ class WFM(Method):
                        f"event shape {event_shape}.")
     batch = {"x1": jnp.zeros((1, *event_shape)), "cond": jnp.zeros((1, cond_dim)),
              "group": jnp.zeros((1,), jnp.int32), "mask1": jnp.ones((1, event_shape[0]), bool)}
-    try:
-      params = jax.eval_shape(self.init, jax.random.key(0), batch)
-      x0 = jax.eval_shape(lambda p: self.base.sample(p["base"], jax.random.key(0), batch),
-                          params)
-      v = jax.eval_shape(lambda p: self.model.apply(
-          p["velocity"], jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0),
-          mask=batch["mask1"]), params)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"the components cannot take point clouds of event shape "
-                       f"{event_shape} and descriptor dim {cond_dim}: {e}") from e
-    for what, shape in (("velocity network output", v.shape), ("base sample", x0.shape)):
-      if tuple(shape[1:]) != event_shape:
-        raise ValueError(f"{what} shape {tuple(shape[1:])} != data event shape {event_shape}.")
+    check_components(self, batch, lambda p: self.model.apply(
+        p["velocity"], jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0),
+        mask=batch["mask1"]), "point clouds")
 
   def velocity_fn(self, params, cond: jax.Array, mask: jax.Array, guidance: float = 1.0):
     """v(t, X) for the rows' conditions and masks, with classifier-free guidance."""
