@@ -22,7 +22,7 @@ Expected metrics: see README "Results" (measured numbers live there).
 
 from pathlib import Path
 
-from experiments.configs import common
+from experiments.configs import bwfm_spiral, common
 from experiments.configs.bwfm_spiral import sweeps  # noqa: F401  (same geometry sweep)
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -43,23 +43,7 @@ def get_config(arg: str | None = None):
   else:
     c.dataset = dict(name="pbmc_metacells", path="", label_key="bulk_labels", dim=8, k=12,
                      ridge=1e-3)
-  c.data.batch_size = 128  # WFM App. E.1
-  c.data.populations_per_batch = 1 if seqfish else 128  # mixed labels, pairs within a label
-  c.method = dict(name="bwfm", geometry="bw", p_uncond=0.0 if seqfish else 0.1,
-                  group_coupling=True)
-  c.model = dict(name="mlp", hidden=(512, 512, 512, 512), act="silu", dropout=0.0,
-                 time_frequencies=8, cond_embed=32, conditioning="concat")
-  c.base = dict(name="wishart", df_scale=5.0, mean_scale=1.0)
-  c.coupling = dict(name="rounded_matching", epsilon=0.01, max_iterations=200)
-  c.optim.lr = 1e-3
-  c.optim.schedule = "cosine"
-  c.train.steps = 20_000
-  c.train.steps_per_dispatch = 500
-  c.train.log_every = 1000
-  c.train.ckpt_every = 5000
-  c.eval.splits = ("train",)
-  c.eval.metrics = ("bw_min_w2",)
-  c.eval.num_steps = 100
+  bwfm_spiral.bwfm_sections(c, conditional=not seqfish)  # labels: pairs within a label
   c.eval.max_samples = 1000
   if "runlocal" in tokens:
     # The all-pairs Fréchet cost (batch^2 eigendecompositions of 8 x 8 matrices)

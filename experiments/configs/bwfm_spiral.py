@@ -42,6 +42,27 @@ def get_config(arg: str | None = None):
   c = common.base_config()
   c.dataset = dict(DATASETS[data[0] if data else "spiral"])
   conditional = c.dataset.get("conditional", False)
+  bwfm_sections(c, conditional=conditional)
+  if "runlocal" in tokens:
+    c.model.hidden = (256, 256, 256)
+    c.coupling.max_iterations = 100
+    c.train.steps = 3000
+    c.train.steps_per_dispatch = 250
+    c.train.log_every = 500
+    c.train.ckpt_every = 1500
+    c.train.ema_decay = 0.99
+    c.eval.max_samples = 500
+  return common.finalize(c)
+
+
+def sweeps() -> dict:
+  """Table 2 columns: BW-FM (R) vs BW-FM (E) vs Frobenius FM (`experiments.sweep`)."""
+  return {"geometry": [(g, {"method.geometry": g}) for g in ("bw", "bw_euclidean", "frobenius")]}
+
+
+def bwfm_sections(c, *, conditional: bool) -> None:
+  """Method, model, base, coupling, optimizer, train and eval sections shared by
+  every BW-FM config (WFM App. E.1); the caller sets the dataset."""
   c.data.batch_size = 128  # WFM App. E.1
   # Conditional data: batches mix conditions, pairs form within a condition.
   c.data.populations_per_batch = 128 if conditional else 1
@@ -61,18 +82,3 @@ def get_config(arg: str | None = None):
   c.eval.splits = ("train",)
   c.eval.metrics = ("bw_min_w2",)
   c.eval.num_steps = 100  # Algorithm 2 with h = 1/100 (reference code default)
-  if "runlocal" in tokens:
-    c.model.hidden = (256, 256, 256)
-    c.coupling.max_iterations = 100
-    c.train.steps = 3000
-    c.train.steps_per_dispatch = 250
-    c.train.log_every = 500
-    c.train.ckpt_every = 1500
-    c.train.ema_decay = 0.99
-    c.eval.max_samples = 500
-  return common.finalize(c)
-
-
-def sweeps() -> dict:
-  """Table 2 columns: BW-FM (R) vs BW-FM (E) vs Frobenius FM (`experiments.sweep`)."""
-  return {"geometry": [(g, {"method.geometry": g}) for g in ("bw", "bw_euclidean", "frobenius")]}
