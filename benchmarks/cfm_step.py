@@ -3,7 +3,9 @@
 Batch 256, dim 64, MLP 3x512 (SiLU), Adam, independent coupling, Gaussian
 base. flowzoo runs `steps_per_dispatch` steps per jitted `lax.scan` dispatch;
 PyTorch runs its usual eager loop. Prints steps/s, the ratio and achieved
-GFLOP/s (matmul FLOPs of forward + backward, ~3x forward).
+GFLOP/s (matmul FLOPs of forward + backward, ~3x forward), and the bound
+that the CPU's peak float32 matmul throughput (a jitted 2048^3 matmul) puts
+on any implementation of this step.
 
     python benchmarks/cfm_step.py [--steps 2000] [--steps_per_dispatch 100]
 
@@ -52,6 +54,19 @@ def bench_flowzoo(steps: int, spd: int) -> tuple[float, int]:
   for _ in range(steps // spd):
     state, _ = trainer.run(state, data, ids, key, spd)
   return (steps // spd) * spd / (time.perf_counter() - t0), DIM + 2 * FREQ + 1 + 2
+
+
+def peak_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+  """Best GFLOP/s of one jitted float32 [n, n] x [n, n] matmul: this CPU's practical bound."""
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n ** 3 / best / 1e9
 
 
 def bench_torch(steps: int) -> float | None:
@@ -109,6 +124,11 @@ def main():
     print(f"pytorch  same step, eager:                                   {th:8.1f} steps/s  "
           f"{th * flops / 1e9:6.1f} GFLOP/s")
     print(f"ratio flowzoo / pytorch: {fz / th:.2f}x (target >= 2.5x)")
+  peak = peak_matmul_gflops()
+  bound = peak * 1e9 / flops
+  note = f" = {bound / th:.2f}x pytorch" if th is not None else ""
+  print(f"bound    peak f32 matmul {peak:6.1f} GFLOP/s -> at most {bound:8.1f} steps/s{note} "
+        f"(flowzoo at {fz / bound:.0%} of it)")
 
 
 if __name__ == "__main__":

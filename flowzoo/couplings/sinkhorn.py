@@ -71,8 +71,12 @@ class Sinkhorn:
     max_iterations: Sinkhorn iteration cap.
     threshold: marginal-error convergence threshold (0: run all iterations).
     inner_iterations: iterations between convergence checks.
-    lse_mode: log-domain updates (stable at small epsilon) or kernel mode
-      (faster per iteration, underflows at small epsilon).
+    lse_mode: log-domain updates (the default: stable at any epsilon) or
+      kernel mode, which precomputes K = exp(-C / eps) once and costs one
+      matrix-vector product per half-iteration (~8-10x faster than the log
+      domain here, `benchmarks/couplings.py`) but underflows when
+      max C / eps exceeds ~80 in float32 (e.g. eps < 0.05 on a mean-scaled
+      cost with outliers); use it for eps of that order or larger.
     tau_a, tau_b: unbalanced marginal relaxation in (0, 1]; 1 = balanced.
     pairs: how pairs are drawn from the plan; one of `PAIRS`.
     cost_fn: `cost_fn(x0, x1) -> [n, m]`; default squared Euclidean on the
