@@ -77,6 +77,9 @@ def check_config(config) -> None:
                        f"config.train.steps_per_dispatch={t.steps_per_dispatch}.")
   if t.steps <= 0:
     raise ValueError(f"config.train.steps must be > 0, got {t.steps}.")
+  if config.eval.samples_per_condition < 0:
+    raise ValueError(f"config.eval.samples_per_condition must be >= 0 (0 = as many as the "
+                     f"real population), got {config.eval.samples_per_condition}.")
 
 
 def setup(config) -> Experiment:
@@ -159,7 +162,8 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> di
   results, samples = eval_lib.evaluate(
       exp.method, state.ema, exp.pops, rng, splits=ev.splits, solver=ev.solver,
       num_steps=ev.num_steps, guidance=ev.guidance, metric_names=ev.metrics,
-      max_samples=ev.max_samples, chunk=ev.chunk, seed=exp.config.seed)
+      max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
+      chunk=ev.chunk, seed=exp.config.seed)
   tmp = workdir / "eval.json.tmp"
   tmp.write_text(json.dumps(results, indent=2))
   tmp.replace(workdir / "eval.json")

@@ -39,6 +39,21 @@ def test_run_writes_every_output(finished_run):
   assert samples["heldout/S_r01"].shape == (64, 2)  # as many as the real population
 
 
+def test_fixed_number_of_generated_samples_per_condition():
+  from flowzoo import evaluate as eval_lib
+  exp = setup(tiny_letters_config())
+  state = exp.init()
+  kw = dict(splits=("heldout",), num_steps=2, metric_names=("w2",), chunk=128)
+  results, samples = eval_lib.evaluate(exp.method, state.ema, exp.pops, jax.random.key(0),
+                                       samples_per_condition=40, **kw)
+  assert {k: v.shape for k, v in samples.items()} == {"heldout/S_r01": (40, 2),
+                                                      "heldout/S_r03": (40, 2)}
+  assert np.isfinite(results["w2"]["heldout"]["mean"])
+  with pytest.raises(ValueError, match="samples_per_condition must be >= 0"):
+    eval_lib.evaluate(exp.method, state.ema, exp.pops, jax.random.key(0),
+                      samples_per_condition=-1, **kw)
+
+
 def test_second_run_resumes_instead_of_restarting(finished_run, capsys):
   workdir, results = finished_run
   again = train_and_evaluate(tiny_letters_config(), workdir)
@@ -79,6 +94,7 @@ def test_workdir_of_a_different_config_is_refused(finished_run, tmp_path):
     ({"data.populations_per_batch": 3}, ValueError,
      r"batch_size=16 is not a multiple of populations_per_batch=3"),
     ({"dataset.val_letter": "Q"}, ValueError, r"val_letter"),
+    ({"eval.samples_per_condition": -5}, ValueError, r"samples_per_condition must be >= 0"),
 ])
 def test_bad_config_fails_before_compiling(override, error, match):
   with pytest.raises(error, match=match):
