@@ -56,11 +56,13 @@ def bench_flowzoo(x0, x1, reps, iters, eps) -> dict:
   """Times every coupling; returns the fixed-iteration Sinkhorn times by domain."""
   key = jax.random.key(0)
   fixed = dict(epsilon=eps, threshold=0.0, max_iterations=iters, inner_iterations=iters)
+  fixed_log = f"sinkhorn eps={eps}, {iters} iters fixed, lse"
+  fixed_kernel = f"sinkhorn eps={eps}, {iters} iters fixed, kernel"
   couplings = {
       "independent": Independent(),
       f"sinkhorn eps={eps} (mean-scaled), thr 1e-3, lse": Sinkhorn(epsilon=eps),
-      f"sinkhorn eps={eps}, {iters} iters fixed, lse": Sinkhorn(**fixed),
-      f"sinkhorn eps={eps}, {iters} iters fixed, kernel": Sinkhorn(**fixed, lse_mode=False),
+      fixed_log: Sinkhorn(**fixed),
+      fixed_kernel: Sinkhorn(**fixed, lse_mode=False),
       f"sinkhorn eps={eps}, thr 1e-3, kernel": Sinkhorn(epsilon=eps, lse_mode=False),
       f"sinkhorn eps={eps}, thr 1e-3, argmax": Sinkhorn(epsilon=eps, pairs="argmax"),
       "rounded_matching (eps 0.002, 200 it, WFM defaults)": RoundedMatching(),
@@ -72,8 +74,7 @@ def bench_flowzoo(x0, x1, reps, iters, eps) -> dict:
     times[name] = row(name, timeit(lambda f=f: f(key, x0, x1), reps))
   em = jax.jit(lambda a, b: EntropicMap()(a, b))
   row("entropic_map transport (eps 0.002, 200 it)", timeit(lambda: em(x0, x1), reps))
-  return {"kernel": times[f"sinkhorn eps={eps}, {iters} iters fixed, kernel"],
-          "log": times[f"sinkhorn eps={eps}, {iters} iters fixed, lse"]}
+  return {"kernel": times[fixed_kernel], "log": times[fixed_log]}
 
 
 def bench_pot(x0, x1, reps, iters, eps) -> dict:

@@ -70,6 +70,13 @@ class Generator:
     return self._run(lambda *a: self._traj(*a)[1], params, rng, batch, axis=1)
 
 
+def check_samples_per_condition(n: int) -> None:
+  """Raises ValueError unless `n` >= 0 (0 = as many as the real population)."""
+  if n < 0:
+    raise ValueError(f"eval.samples_per_condition must be >= 0 (0 = as many as the real "
+                     f"population), got {n}.")
+
+
 def evaluate(method, params, pops: Populations, rng: jax.Array, *,
              splits: Sequence[str], solver: str = "euler", num_steps: int = 32,
              guidance: float = 1.0, metric_names: Sequence[str] = ("w1", "w2", "mmd", "energy"),
@@ -91,9 +98,7 @@ def evaluate(method, params, pops: Populations, rng: jax.Array, *,
     `(results, samples)`: results[metric][split] = {"mean", "per_condition":
     {name: value}}; samples[f"{split}/{name}"] = `[n, *event]` generated.
   """
-  if samples_per_condition < 0:
-    raise ValueError(f"eval.samples_per_condition must be >= 0 (0 = as many as the real "
-                     f"population), got {samples_per_condition}.")
+  check_samples_per_condition(samples_per_condition)
   structured = method.metrics()  # state-space metrics: fn(fake, real, fake_mask, real_mask)
   unknown = sorted(set(metric_names) - set(metrics_lib.METRICS) - set(structured))
   if unknown:

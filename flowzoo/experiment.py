@@ -77,9 +77,7 @@ def check_config(config) -> None:
                        f"config.train.steps_per_dispatch={t.steps_per_dispatch}.")
   if t.steps <= 0:
     raise ValueError(f"config.train.steps must be > 0, got {t.steps}.")
-  if config.eval.samples_per_condition < 0:
-    raise ValueError(f"config.eval.samples_per_condition must be >= 0 (0 = as many as the "
-                     f"real population), got {config.eval.samples_per_condition}.")
+  eval_lib.check_samples_per_condition(config.eval.samples_per_condition)
 
 
 def setup(config) -> Experiment:
