@@ -148,8 +148,10 @@ def results_table(results: dict) -> str:
   splits = sorted({s for m in names for s in results[m]},
                   key=lambda s: ("train", "validation", "heldout").index(s)
                   if s in ("train", "validation", "heldout") else 9)
-  lines = [f"{'split':<12}" + "".join(f"{m:>12}" for m in names)]
+  widths = [max(12, len(m) + 2) for m in names]  # long metric names keep a gap
+  lines = [f"{'split':<12}" + "".join(f"{m:>{w}}" for m, w in zip(names, widths))]
   for s in splits:
     lines.append(f"{s:<12}" + "".join(
-        f"{results[m][s]['mean']:>12.4g}" if s in results[m] else f"{'-':>12}" for m in names))
+        f"{results[m][s]['mean']:>{w}.4g}" if s in results[m] else f"{'-':>{w}}"
+        for m, w in zip(names, widths)))
   return "\n".join(lines)

@@ -29,24 +29,35 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from flowzoo.data.populations import Packed, sample_batch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 
 
 def make_optimizer(*, name: str = "adam", lr: float = 1e-3, schedule: str = "constant",
                    warmup_steps: int = 0, total_steps: int = 1, grad_clip: float = 0.0,
                    weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                   decay_rate: float = 0.97, decay_steps: int = 1000,
                    ) -> optax.GradientTransformation:
-  """optax optimizer from config fields; `grad_clip` 0 disables clipping."""
+  """optax optimizer from config fields; `grad_clip` 0 disables clipping.
+
+  Schedule "exponential" multiplies lr by `decay_rate` every `decay_steps`
+  steps, smoothly (WFM App. E.1: 0.97 every 1000 steps); the other schedules
+  ignore both fields.
+  """
   if name not in OPTIMIZERS:
     raise KeyError(f"Unknown optimizer {name!r}; valid: {OPTIMIZERS}.")
   if schedule not in SCHEDULES:
     raise KeyError(f"Unknown schedule {schedule!r}; valid: {SCHEDULES}.")
   if lr <= 0:
     raise ValueError(f"optimizer lr must be > 0, got {lr}.")
+  if schedule == "exponential" and not (0 < decay_rate <= 1 and decay_steps >= 1):
+    raise ValueError(f"exponential schedule needs 0 < decay_rate <= 1 and decay_steps >= 1, "
+                     f"got {decay_rate} and {decay_steps}.")
   if schedule == "constant":
     sched = optax.constant_schedule(lr)
   elif schedule == "cosine":
     sched = optax.cosine_decay_schedule(lr, max(total_steps, 1))
+  elif schedule == "exponential":
+    sched = optax.exponential_decay(lr, transition_steps=decay_steps, decay_rate=decay_rate)
   else:
     sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup_steps, 1),
                                                max(total_steps, warmup_steps + 1))

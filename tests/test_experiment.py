@@ -123,3 +123,11 @@ def test_model_output_not_matching_data_is_rejected():
   with MODELS.temporary("three_out", ThreeOut):
     with pytest.raises(ValueError, match=r"output shape \(3,\) != data event shape \(2,\)"):
       setup(tiny_letters_config(**{"model.name": "three_out"}))
+
+
+def test_results_table_keeps_long_metric_names_apart():
+  from flowzoo.evaluate import results_table
+  res = {m: {"train": {"mean": v}} for m, v in (("bw_min_w2", 0.028), ("bw_min_w2_cov", 0.0022))}
+  header, row = results_table(res).splitlines()
+  assert header.split() == ["split", "bw_min_w2", "bw_min_w2_cov"]
+  assert [float(v) for v in row.split()[1:]] == [0.028, 0.0022]

@@ -127,3 +127,17 @@ def test_four_devices_match_one_device():
   assert one["devices"] == 1 and four["devices"] == 4
   np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(four["params"], one["params"], rtol=1e-3, atol=1e-5)
+
+
+def test_exponential_schedule_decays_by_rate_per_period():
+  """SGD steps scale with lr * rate ** (step / decay_steps) (WFM App. E.1 schedule)."""
+  opt = make_optimizer(name="sgd", lr=0.5, schedule="exponential", decay_rate=0.25, decay_steps=2)
+  params = jnp.zeros(())
+  state = opt.init(params)
+  steps = []
+  for _ in range(5):
+    upd, state = opt.update(jnp.ones(()), state, params)
+    steps.append(-float(upd))
+  np.testing.assert_allclose(steps, 0.5 * 0.25 ** (np.arange(5) / 2), rtol=1e-6)
+  with pytest.raises(ValueError, match="exponential schedule needs 0 < decay_rate"):
+    make_optimizer(schedule="exponential", decay_rate=1.5)

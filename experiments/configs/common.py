@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.base = dict(name="gaussian")
   c.coupling = dict(name="independent")
   c.optim = dict(name="adam", lr=1e-3, schedule="constant", warmup_steps=0, grad_clip=1.0,
-                 weight_decay=0.0, b1=0.9, b2=0.999)
+                 weight_decay=0.0, b1=0.9, b2=0.999, decay_rate=0.97, decay_steps=1000)
   # Per parameter group (e.g. MixFlow's "base") overrides of `optim` fields.
   c.optim_overrides = ml_collections.ConfigDict()
   c.train = dict(steps=10_000, steps_per_dispatch=100, log_every=500, ckpt_every=2_000,

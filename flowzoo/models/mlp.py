@@ -24,7 +24,7 @@ from flowzoo.registry import MODELS
 
 @MODELS.register("mlp")
 class MLP(nn.Module):
-  """Residual-free MLP on [x_t, Fourier(t), embed(cond)].
+  """MLP on [x_t, Fourier(t), embed(cond)], optionally residual with layer norm.
 
   Attributes:
     hidden: widths of the hidden layers.
@@ -34,6 +34,9 @@ class MLP(nn.Module):
     cond_embed: width of the condition embedding (0: raw descriptor).
     conditioning: "concat" (append the embedding to the input) or "film"
       (scale and shift every hidden layer by functions of the embedding).
+    residual: add a skip connection around every hidden layer after the first
+      (all widths must then be equal), as WFM App. E.1's nets do.
+    layer_norm: layer-normalise each hidden pre-activation (WFM App. E.1).
   """
 
   hidden: Sequence[int] = (256, 256, 256)
@@ -42,6 +45,8 @@ class MLP(nn.Module):
   time_frequencies: int = 8
   cond_embed: int = 64
   conditioning: str = "concat"
+  residual: bool = False
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(self, t: jax.Array, x_t: jax.Array, cond: jax.Array | None = None, *,
@@ -50,6 +55,8 @@ class MLP(nn.Module):
     check_call(t, x_t, cond)
     if self.conditioning not in ("concat", "film"):
       raise ValueError(f"mlp: conditioning must be 'concat' or 'film', got {self.conditioning!r}.")
+    if self.residual and len(set(self.hidden)) > 1:
+      raise ValueError(f"mlp: residual=True needs equal hidden widths, got {tuple(self.hidden)}.")
     act = activation(self.act)
     h = [x_t.reshape(x_t.shape[0], -1), fourier_time(t, self.time_frequencies)]
     e = None
@@ -59,14 +66,19 @@ class MLP(nn.Module):
         h.append(e)
     h = jnp.concatenate(h, axis=-1)
     for i, width in enumerate(self.hidden):
+      skip = h
       h = nn.Dense(width, name=f"dense_{i}")(h)
       if e is not None and self.conditioning == "film":
         # FiLM: per-layer scale and shift, initialised to the identity.
         scale, shift = jnp.split(nn.Dense(2 * width, kernel_init=nn.initializers.zeros,
                                           name=f"film_{i}")(e), 2, axis=-1)
         h = h * (1 + scale) + shift
+      if self.layer_norm:
+        h = nn.LayerNorm(name=f"norm_{i}")(h)
       h = act(h)
       if self.dropout:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      if self.residual and i > 0:
+        h = h + skip
     out = nn.Dense(x_t[0].size, name="out")(h)
     return out.reshape(x_t.shape)

@@ -143,6 +143,11 @@ def test_frechet_cost_matches_scipy(pair):
   assert bures.mean_min_w2(np.asarray(x0), np.asarray(x1), chunk=2) == pytest.approx(
       want.min(1).mean(), rel=2e-3)
   assert bures.mean_min_w2(np.asarray(x1), np.asarray(x1)) < 1e-3
+  # Its covariance part: Bures^2 = W2^2 - |m - m'|^2 at each row's nearest reference.
+  j = want.argmin(1)
+  bures_sq = [want[i, j[i]] - np.sum((m0[i] - m1[j[i]]) ** 2) for i in range(3)]
+  assert bures.mean_min_w2_cov(np.asarray(x0), np.asarray(x1), chunk=2) == pytest.approx(
+      np.mean(bures_sq), rel=5e-3, abs=5e-4)
 
 
 def test_barycenter_fixed_point():

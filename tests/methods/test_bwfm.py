@@ -32,11 +32,13 @@ def gaussians(seed, n=8, d=D):
   return bures.pack_gaussians(rng.normal(size=(n, d)), cov).astype(np.float32)
 
 
-def make(geometry="bw", coupling="independent", p_uncond=0.0, model=None, **ckw):
+def make(geometry="bw", coupling="independent", p_uncond=0.0, model=None,
+         separate_networks=False, **ckw):
   model = model or MODELS.build("mlp", {"hidden": (16, 16), "cond_embed": 4})
   base = BASES.build("wishart", {}, wired={"event_shape": SHAPE})
   coup = COUPLINGS.build(coupling, ckw)
-  return METHODS.build("bwfm", {"geometry": geometry, "p_uncond": p_uncond},
+  return METHODS.build("bwfm", {"geometry": geometry, "p_uncond": p_uncond,
+                                "separate_networks": separate_networks},
                        wired=dict(model=model, base=base, coupling=coup, event_shape=SHAPE))
 
 
@@ -76,6 +78,34 @@ def test_zero_network_loss_is_target_norm(geometry):
     e = s @ ct + ct @ s
     want = jnp.sum(dm ** 2, -1) + jnp.sum(e ** 2, (-2, -1))
   np.testing.assert_allclose(loss, jnp.mean(want), rtol=1e-4)
+
+
+def test_separate_networks_own_their_halves():
+  """App. E.1: the "mean" net alone predicts a and the "cov" net alone predicts S, and
+  the mean net's gradient is the same in every geometry (only the covariance target
+  and norm differ between BW-FM (R), (E) and Frobenius FM)."""
+  batch = batch_of(gaussians(2))
+  t = jnp.linspace(0.1, 0.9, 8)
+  grads = {}
+  for geometry in ("bw", "bw_euclidean", "frobenius"):
+    method = make(geometry, separate_networks=True)
+    params = method.init(jax.random.key(0), batch)
+    assert set(params["velocity"]) == {"mean", "cov"}
+    grads[geometry] = jax.grad(lambda p: method.loss(p, jax.random.key(5), batch, 0)[0])(params)
+  a, s = bures.unpack_gaussians(method.tangent(params, t, batch["x1"], batch["cond"]))
+  for net, same, changed in (("mean", s, a), ("cov", a, s)):
+    bumped = jax.tree.map(lambda p: p + 0.1, params["velocity"][net])
+    p2 = dict(params, velocity=dict(params["velocity"], **{net: bumped}))
+    a2, s2 = bures.unpack_gaussians(method.tangent(p2, t, batch["x1"], batch["cond"]))
+    new_same, new_changed = (s2, a2) if net == "mean" else (a2, s2)
+    np.testing.assert_array_equal(new_same, same)
+    assert np.abs(np.asarray(new_changed - changed)).max() > 1e-3
+  g_mean = [jax.tree.leaves(g["velocity"]["mean"]) for g in grads.values()]
+  for other in g_mean[1:]:
+    for x, y in zip(g_mean[0], other):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  g_cov = [jax.tree.leaves(g["velocity"]["cov"]) for g in grads.values()]
+  assert max(np.abs(np.asarray(x - y)).max() for x, y in zip(g_cov[0], g_cov[2])) > 1e-4
 
 
 def test_rounded_matching_on_frechet_cost_recovers_exact_assignment():
@@ -162,4 +192,4 @@ def test_bad_input_errors():
   with pytest.raises(ValueError, match="sample 3 is not positive definite"):
     method.init_from_data({}, bad)
   method.check_data(SHAPE, 2)
-  assert set(method.metrics()) == {"bw_min_w2"}
+  assert set(method.metrics()) == {"bw_min_w2", "bw_min_w2_cov"}
