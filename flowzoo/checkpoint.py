@@ -82,6 +82,10 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    """Steps of the kept checkpoints, ascending."""
+    return sorted(self.manager.all_steps())
+
   def save(self, step: int, state, *, force: bool = False) -> None:
     self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
@@ -90,6 +94,10 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
-  def close(self) -> None:
+  def wait(self) -> None:
+    """Blocks until every asynchronous save is on disk."""
     self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait()
     self.manager.close()

@@ -18,6 +18,7 @@ import numpy as np
 
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
+from flowzoo import metrics as metrics_lib
 from flowzoo import plots
 from flowzoo.checkpoint import Checkpointer
 from flowzoo.data.populations import Packed, Populations, pack
@@ -78,6 +79,46 @@ def check_config(config) -> None:
   if t.steps <= 0:
     raise ValueError(f"config.train.steps must be > 0, got {t.steps}.")
   eval_lib.check_samples_per_condition(config.eval.samples_per_condition)
+  if parse_select(config.eval.select):
+    saves = -(-t.steps // t.ckpt_every)  # every ckpt_every steps, and the last step
+    if t.keep_checkpoints < saves:
+      raise ValueError(
+          f"config.eval.select={config.eval.select!r} picks among the kept checkpoints, but "
+          f"config.train.keep_checkpoints={t.keep_checkpoints} keeps only the last "
+          f"{t.keep_checkpoints} of the {saves} saved; set it to >= {saves}.")
+
+
+def parse_select(select: str) -> tuple[str, str] | None:
+  """`eval.select` as `(split, metric)`; None for "" (evaluate the last checkpoint).
+
+  MixFlow §5.1 reports every metric at "the best checkpoint based on
+  validation Wasserstein-2 distance": `eval.select="heldout/w2"` (letters,
+  where the validation set is the held-out rotations) scores each kept
+  checkpoint by the split mean of that metric (lower is better) and evaluates
+  the best one.
+  """
+  if not select:
+    return None
+  parts = select.split("/")
+  if len(parts) != 2 or not all(parts):
+    raise ValueError(f"config.eval.select must be 'split/metric' (e.g. 'heldout/w2') or '', "
+                     f"got {select!r}.")
+  return parts[0], parts[1]
+
+
+def _check_select(config, pops: Populations, method) -> None:
+  """Split and metric of `eval.select` exist (needs the dataset and method)."""
+  select = parse_select(config.eval.select)
+  if select is None:
+    return
+  split, metric = select
+  if not pops.has_split(split):
+    raise ValueError(f"config.eval.select={config.eval.select!r}: dataset "
+                     f"{config.dataset.name!r} has no {split!r} split.")
+  valid = sorted(set(metrics_lib.METRICS) | set(method.metrics()))
+  if metric not in valid:
+    raise KeyError(f"config.eval.select={config.eval.select!r}: unknown metric {metric!r}; "
+                   f"valid: {valid}.")
 
 
 def setup(config) -> Experiment:
@@ -91,6 +132,7 @@ def setup(config) -> Experiment:
   if getattr(base, "needs_sources", False) and pops.sources is None:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
+  _check_select(config, pops, method)
   optimizers = {}
   for g in method.groups:
     kw = dict(config.optim) | dict(config.optim_overrides.get(g, {}))
@@ -136,11 +178,14 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
         progress.print(step, {k: scalars[k] for k in ("loss", "grad_norm")})
       if step % t.ckpt_every == 0 or step == t.steps:
         ckpt.save(step, state)
-    ckpt.close()
+    ckpt.wait()
+    if start >= t.steps:
+      print(f"restored a finished run at step {start}; evaluating only.")
+    if parse_select(config.eval.select):
+      state = select_checkpoint(exp, ckpt, workdir)
   finally:
     writer.close()
-  if start >= t.steps:
-    print(f"restored a finished run at step {start}; evaluating only.")
+    ckpt.close()
   return _evaluate_and_write(exp, state, workdir)
 
 
@@ -153,10 +198,45 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
   return ckpt.restore(abstract, step)
 
 
+def select_checkpoint(exp: Experiment, ckpt: Checkpointer, workdir: Path) -> TrainState:
+  """Restores the kept checkpoint with the lowest `eval.select` score.
+
+  Every checkpoint is scored with the final evaluation's generation key and
+  subsample, so differences are the checkpoints', and when `eval.splits` is
+  just the selection split the reported metric equals the selection score.
+  Writes `selection.json`: the score of each step, the selected step and the
+  rule.
+  """
+  ev = exp.config.eval
+  split, metric = parse_select(ev.select)
+  abstract = exp.trainer.abstract_state(jax.random.key(exp.config.seed), exp.packed, exp.train_ids)
+  scores = {}
+  for step in ckpt.all_steps():
+    state = ckpt.restore(abstract, step)
+    results, _ = eval_lib.evaluate(
+        exp.method, state.ema, exp.pops, _eval_key(exp.config), splits=(split,),
+        solver=ev.solver, num_steps=ev.num_steps, guidance=ev.guidance, metric_names=(metric,),
+        max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
+        chunk=ev.chunk, seed=exp.config.seed)
+    scores[step] = results[metric][split]["mean"]
+    print(f"checkpoint {step}: {split} {metric} = {scores[step]:.4g}")
+  best = min(scores, key=scores.get)
+  print(f"selected checkpoint {best} ({ev.select}); the last is {max(scores)}")
+  tmp = workdir / "selection.json.tmp"
+  tmp.write_text(json.dumps({"select": ev.select, "selected_step": best,
+                             "scores": {str(k): v for k, v in scores.items()}}, indent=2))
+  tmp.replace(workdir / "selection.json")
+  return ckpt.restore(abstract, best)
+
+
+def _eval_key(config) -> jax.Array:
+  return jax.random.key(config.seed + 2)
+
+
 def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> dict:
   ev = exp.config.eval
   t0 = time.perf_counter()
-  rng = jax.random.key(exp.config.seed + 2)
+  rng = _eval_key(exp.config)
   results, samples = eval_lib.evaluate(
       exp.method, state.ema, exp.pops, rng, splits=ev.splits, solver=ev.solver,
       num_steps=ev.num_steps, guidance=ev.guidance, metric_names=ev.metrics,

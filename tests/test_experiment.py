@@ -39,6 +39,18 @@ def test_run_writes_every_output(finished_run):
   assert samples["heldout/S_r01"].shape == (64, 2)  # as many as the real population
 
 
+def test_best_checkpoint_by_heldout_w2_is_the_one_evaluated(finished_run):
+  # MixFlow §5.1: metrics at the checkpoint with the best validation W2.
+  workdir, results = finished_run
+  sel = json.loads((workdir / "selection.json").read_text())
+  assert sel["select"] == "heldout/w2" and sorted(sel["scores"]) == ["4", "8"]
+  scores = {int(k): v for k, v in sel["scores"].items()}
+  assert scores[4] != scores[8]
+  assert sel["selected_step"] == min(scores, key=scores.get)
+  # Same key and subsample as the final evaluation: the reported W2 is the score.
+  assert results["w2"]["heldout"]["mean"] == pytest.approx(min(scores.values()), rel=1e-6)
+
+
 def test_fixed_number_of_generated_samples_per_condition():
   from flowzoo import evaluate as eval_lib
   exp = setup(tiny_letters_config())
@@ -95,6 +107,10 @@ def test_workdir_of_a_different_config_is_refused(finished_run, tmp_path):
      r"batch_size=16 is not a multiple of populations_per_batch=3"),
     ({"dataset.val_letter": "Q"}, ValueError, r"val_letter"),
     ({"eval.samples_per_condition": -5}, ValueError, r"samples_per_condition must be >= 0"),
+    ({"eval.select": "heldout"}, ValueError, r"eval.select must be 'split/metric'"),
+    ({"eval.select": "validation/w2"}, ValueError, r"has no 'validation' split"),
+    ({"eval.select": "heldout/w3"}, KeyError, r"unknown metric 'w3'; valid: \['energy'"),
+    ({"train.keep_checkpoints": 1}, ValueError, r"keeps only the last 1 of the 2 saved"),
 ])
 def test_bad_config_fails_before_compiling(override, error, match):
   with pytest.raises(error, match=match):

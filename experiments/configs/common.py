@@ -25,7 +25,10 @@ def base_config() -> ml_collections.ConfigDict:
                  keep_checkpoints=2, ema_decay=0.999)
   c.eval = dict(splits=("train", "validation", "heldout"), solver="euler", num_steps=32,
                 guidance=1.0, metrics=("w1", "w2", "mmd", "energy"), max_samples=2000,
-                samples_per_condition=0, chunk=1024, plot_conditions=10)
+                samples_per_condition=0, chunk=1024, plot_conditions=10,
+                # "split/metric": evaluate the kept checkpoint scoring lowest there
+                # (MixFlow §5.1); "" = the last checkpoint.
+                select="")
   return c
 
 

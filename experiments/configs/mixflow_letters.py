@@ -18,6 +18,9 @@ is MixFlow's mixture instead of N(0, I):
   0.175/0.220/0.0050, straight-through 0.170/0.206/0.0055);
 * exact minibatch OT pairing within each population (Algorithm 1, line 10);
 * planner 0.1 / 0.8 / 0.1 with one base update every k = 10 velocity updates;
+* evaluation at the kept checkpoint with the lowest held-out W2 (inherited
+  from cfm_letters: Table 1 reports "the best checkpoint based on validation
+  Wasserstein-2", and the validation set is the held-out rotations);
 * separate optimizers: the velocity field uses Adam(lr 1e-3, betas (0.0, 0.99))
   and the base Adam(lr 1e-3) with default betas, as the reference trainer
   (Lotfollahi-lab/MixFlow `trainer/perturbations_trainer.py` defaults

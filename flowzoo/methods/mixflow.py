@@ -52,16 +52,22 @@ class MixFlow(CFM):
     warmup, alternating, cooldown: planner phase fractions (sum to 1).
     base_every: k, velocity updates per base update when alternating.
     cooldown_dropout: keep base dropout on in cool-down (paper: off).
+    velocity_step_dropout: base dropout also on velocity steps (Algorithm 1:
+      H is in train mode for every warm-up and alternating step). False keeps
+      it to base steps, where it regularises h_Theta, h_p: the velocity field
+      then trains on draws from the same dropout-free base it is integrated
+      from at generation (§3.2), as `straight_through` does for the mode choice.
   """
 
   def __init__(self, *, model, base, coupling, total_steps: int, sigma: float = 0.0,
                p_uncond: float = 0.0, group_coupling: bool = True, warmup: float = 0.1,
                alternating: float = 0.8, cooldown: float = 0.1, base_every: int = 10,
-               cooldown_dropout: bool = False):
+               cooldown_dropout: bool = False, velocity_step_dropout: bool = True):
     super().__init__(model=model, base=base, coupling=coupling, sigma=sigma, p_uncond=p_uncond,
                      group_coupling=group_coupling)
     self.planner = Planner(total_steps=total_steps, warmup=warmup, alternating=alternating,
                            cooldown=cooldown, every=base_every, cooldown_dropout=cooldown_dropout)
+    self.velocity_step_dropout = bool(velocity_step_dropout)
     self.trains_base = bool(getattr(base, "trainable", False))
     self.groups = ("velocity", "base") if self.trains_base else ("velocity",)
 
@@ -69,6 +75,11 @@ class MixFlow(CFM):
     if not self.trains_base:
       return jnp.zeros(jnp.shape(step), bool)
     return self.planner.is_base_step(step)
+
+  def base_dropout(self, step: jax.Array) -> jax.Array:
+    """True where dropout in h_Theta, h_p is on for the draw of this step."""
+    on = self.planner.dropout(step)
+    return on if self.velocity_step_dropout else on & self.is_base_step(step)
 
   def active(self, step):
     base_step = self.is_base_step(step)
@@ -90,7 +101,7 @@ class MixFlow(CFM):
     if self.trains_base:
       # Soft Gumbel sample (differentiable); dropout per the planner (traced).
       x0 = self.base.sample(params["base"], b_rng, batch, train=True,
-                            dropout=self.planner.dropout(step))
+                            dropout=self.base_dropout(step))
     else:
       x0 = self.base.sample(params["base"], b_rng, batch, train=False)
     i, j = self.couple(c_rng, x0, batch)  # tau, on stop_gradient(x0)

@@ -150,6 +150,24 @@ def test_frechet_cost_matches_scipy(pair):
       np.mean(bures_sq), rel=5e-3, abs=5e-4)
 
 
+def test_both_table2_metrics_share_one_cost_matrix(pair, monkeypatch):
+  m0, a, m1, b = pair
+  x0 = np.asarray(bures.pack_gaussians(jnp.asarray(m0, jnp.float32), jnp.asarray(a, jnp.float32)))
+  x1 = np.asarray(bures.pack_gaussians(jnp.asarray(m1, jnp.float32), jnp.asarray(b, jnp.float32)))
+  calls = []
+  frechet = bures._frechet_jit
+  monkeypatch.setattr(bures, "_frechet_jit", lambda f, r: calls.append(1) or frechet(f, r))
+  w2 = bures.mean_min_w2(x0, x1)
+  cov = bures.mean_min_w2_cov(x0, x1)
+  assert len(calls) == 1  # the evaluator's second metric reuses the first's costs
+  # A changed input is recomputed, not served from the remembered one.
+  x0b = x0.copy()
+  x0b[:, 0] += 1.0
+  assert bures.mean_min_w2(x0b, x1) != pytest.approx(w2)
+  assert len(calls) == 2
+  assert bures.mean_min_w2_cov(x0, x1) == cov and len(calls) == 3
+
+
 def test_barycenter_fixed_point():
   rng = np.random.default_rng(2)
   cov = random_spd(rng, 6, 3)

@@ -101,7 +101,7 @@ def test_loss_is_eq6_or_eq7_with_the_pairing(rng, step, base_step):
   keys = jax.random.split(key, 5)
   b_rng, _ = jax.random.split(keys[0])
   x0 = method.base.sample(params["base"], b_rng, batch, train=True,
-                          dropout=method.planner.dropout(step))
+                          dropout=method.base_dropout(step))
   tgt = paired_targets(batch, jnp.arange(B)[::-1])
   geo = jnp.mean(jnp.sum((tgt["x1"] - x0) ** 2, -1))
   ot = method.fm_loss(params, keys[1:], x0, tgt)
@@ -159,6 +159,23 @@ def test_base_dropout_on_in_warmup_off_in_cooldown(rng):
   for x, y, z in zip(a, b, method.base.mixture(params["base"], batch)):
     np.testing.assert_array_equal(x, y)
     np.testing.assert_allclose(x, z, atol=1e-6)
+
+
+def test_velocity_step_dropout_off_keeps_dropout_to_base_steps(rng):
+  batch = _batch()
+  algo1, own = _method(), _method(velocity_step_dropout=False)
+  params = algo1.init(rng, batch)
+  key = jax.random.key(3)
+  loss = jax.jit(lambda m, s: m.loss(params, key, batch, jnp.array(s))[1]["loss_geo"],
+                 static_argnums=0)
+  # Same draw when dropout is off for both: cool-down.
+  assert float(loss(algo1, 39)) == float(loss(own, 39))
+  # Alternating velocity step (5): Algorithm 1 draws with dropout, `own` without;
+  # base step (7): both with the same mask.
+  assert float(loss(algo1, 5)) != float(loss(own, 5))
+  assert float(loss(algo1, 7)) == float(loss(own, 7))
+  np.testing.assert_array_equal(np.asarray(own.base_dropout(jnp.arange(40))),
+                                np.asarray(own.is_base_step(jnp.arange(40))))
 
 
 def test_fixed_base_is_vanilla_cfm(rng):
