@@ -49,6 +49,11 @@ class Experiment:
     return state.replace(params=self.trainer.replicate(params),
                          ema=self.trainer.replicate(jax.tree.map(np.copy, params)))
 
+  def abstract_state(self) -> TrainState:
+    """Shapes and shardings of the train state (no compute): the restore target."""
+    return self.trainer.abstract_state(jax.random.key(self.config.seed), self.packed,
+                                       self.train_ids)
+
   def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
     """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`)."""
     spd = self.config.train.steps_per_dispatch
@@ -193,7 +198,7 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
   step = ckpt.latest_step()
   if step is None:
     return exp.init()
-  abstract = exp.trainer.abstract_state(jax.random.key(exp.config.seed), exp.packed, exp.train_ids)
+  abstract = exp.abstract_state()
   print(f"resuming from checkpoint at step {step}")
   return ckpt.restore(abstract, step)
 
@@ -209,7 +214,7 @@ def select_checkpoint(exp: Experiment, ckpt: Checkpointer, workdir: Path) -> Tra
   """
   ev = exp.config.eval
   split, metric = parse_select(ev.select)
-  abstract = exp.trainer.abstract_state(jax.random.key(exp.config.seed), exp.packed, exp.train_ids)
+  abstract = exp.abstract_state()
   scores = {}
   for step in ckpt.all_steps():
     state = ckpt.restore(abstract, step)
