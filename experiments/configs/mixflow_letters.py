@@ -66,9 +66,15 @@ def get_config(arg: str | None = None):
 
 def sweeps() -> dict:
   """Named grids for `experiments.sweep` (point name -> config overrides)."""
+  cfm = {"base.name": "gaussian"}
   return {
-      "baseline": [("mixflow", {}), ("cfm", {"base.name": "gaussian"})],
+      "baseline": [("mixflow", {}), ("cfm", cfm)],
+      # Regularising the base for unseen rotations, chosen on held-out
+      # rotations of letters that are not reported (run with
+      # --config.dataset.val_letter=LTAE): README "Letters: choosing ...".
+      "regularise": [("mixflow", {}), ("mixflow_dropout0.3", {"base.dropout": 0.3}),
+                     ("mixflow_base_every20", {"method.base_every": 20}), ("cfm", cfm)],
       "letters": [(f"{m}_{l}", dict(o, **{"dataset.val_letter": l}))
                   for l in ("S", "H")
-                  for m, o in (("mixflow", {}), ("cfm", {"base.name": "gaussian"}))],
+                  for m, o in (("mixflow", {}), ("cfm", cfm))],
   }

@@ -23,7 +23,10 @@ condition's population has `copies * points_per_copy` points.
 Splits (MixFlow §5.1, "rotation interpolation"): the even-indexed rotations
 of every letter are "train"; the odd-indexed rotations of `val_letter` are
 "heldout". Odd rotations of the other letters are not part of the paper's
-set-up and are not created. There is no "validation" split: the paper selects
+set-up and are not created. `val_letter` may name several letters (e.g.
+"LTAE"): the training set is the same for every choice, so hyper-parameters
+can be chosen on the held-out rotations of letters other than the reported
+S and H. There is no "validation" split: the paper selects
 checkpoints on the held-out rotations of `val_letter` (its "validation set"),
 which are exactly the "heldout" conditions here.
 """
@@ -143,25 +146,22 @@ def condition_rng(seed: int, char: str, r: int) -> np.random.Generator:
   return np.random.default_rng([seed, ord(char), r])
 
 
-def _check_letters(letters: str | Sequence[str]) -> tuple[str, ...]:
-  if isinstance(letters, str):
-    letters = tuple(letters)
-  else:
-    letters = tuple(letters)
+def _check_letters(letters: str | Sequence[str], name: str = "letters") -> tuple[str, ...]:
+  letters = tuple(letters)
   if not letters:
-    raise ValueError("letters: need at least one letter.")
+    raise ValueError(f"{name}: need at least one letter.")
   bad = [c for c in letters if not isinstance(c, str) or len(c) != 1 or c.isspace()]
   if bad:
-    raise ValueError(f"letters: each entry must be one non-space character; got {bad}.")
+    raise ValueError(f"{name}: each entry must be one non-space character; got {bad}.")
   dup = sorted({c for c in letters if letters.count(c) > 1})
   if dup:
-    raise ValueError(f"letters: duplicate letter(s) {dup} in {''.join(letters)!r}.")
+    raise ValueError(f"{name}: duplicate letter(s) {dup} in {''.join(letters)!r}.")
   return letters
 
 
 @DATASETS.register("letters")
 def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
-            val_letter: str = "S", copies: int = 4, points_per_copy: int = 250,
+            val_letter: str | Sequence[str] = "S", copies: int = 4, points_per_copy: int = 250,
             resolution: int = 64, seed: int = 0) -> Populations:
   """The rotated-letter populations of MixFlow §5.1.
 
@@ -169,7 +169,8 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
     letters: the alphabet, a string or a sequence of single characters
       (the paper uses 6 letters including S and H).
     num_rotations: R, even; angles 2 pi r / R, r = 0..R-1.
-    val_letter: the letter whose odd rotations are held out.
+    val_letter: the letter whose odd rotations are held out, or several
+      letters (a string or sequence of distinct letters of `letters`).
     copies: independent draws per condition (the paper's colour copies).
     points_per_copy: points per copy.
     resolution: side of the rendered mask in pixels.
@@ -182,7 +183,8 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
     and "rotation" (the index r).
   """
   alphabet = _check_letters(letters)
-  if val_letter not in alphabet:
+  held = _check_letters(val_letter, "val_letter")
+  if not set(held) <= set(alphabet):
     raise ValueError(
         f"val_letter={val_letter!r} is not one of the letters {list(alphabet)}.")
   for name, value, low in (("num_rotations", num_rotations, 2), ("copies", copies, 1),
@@ -199,7 +201,7 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
   names, samples, descriptors, splits, cov_letter, cov_rot = [], [], [], [], [], []
   for li, glyph in enumerate(glyphs):
     for r in range(num_rotations):
-      if r % 2 and glyph.char != val_letter:
+      if r % 2 and glyph.char not in held:
         continue  # Odd rotations of training letters are not in the set-up.
       points = sample_glyph(glyph, n, condition_rng(seed, glyph.char, r))
       samples.append(rotate(points, 2 * np.pi * r / num_rotations))
@@ -212,7 +214,7 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
       cov_letter.append(glyph.char)
       cov_rot.append(r)
   info = (f"letters {''.join(alphabet)!r} x {num_rotations} rotations (train: even rotations; "
-          f"heldout: odd rotations of {val_letter!r}), {n} points per condition "
+          f"heldout: odd rotations of {''.join(held)!r}), {n} points per condition "
           f"({copies} copies x {points_per_copy}), {resolution}px {font_name(int(resolution))}")
   return Populations(names=names, samples=samples, descriptors=np.stack(descriptors),
                      splits=splits, covariates={"letter": cov_letter, "rotation": cov_rot},

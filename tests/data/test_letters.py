@@ -64,6 +64,19 @@ def test_splits_follow_the_paper(val_letter):
   assert len(p.names) == len(train) + len(heldout)
 
 
+def test_several_validation_letters_keep_the_training_set():
+  # Tuning letters (not S or H) see the same training conditions and data.
+  one = letters_lib.letters(val_letter="S", copies=1, points_per_copy=8)
+  several = letters_lib.letters(val_letter="LTAE", copies=1, points_per_copy=8)
+  held = [n for n, s in zip(several.names, several.splits) if s == "heldout"]
+  assert sorted(held) == sorted(f"{c}_r{r:02d}" for c in "LTAE" for r in range(1, R, 2))
+  train = lambda p: {n: x for n, x, s in zip(p.names, p.samples, p.splits) if s == "train"}
+  a, b = train(one), train(several)
+  assert a.keys() == b.keys()
+  for n in a:
+    np.testing.assert_array_equal(a[n], b[n])
+
+
 def test_rotation_matches_rotated_population(pops):
   # "L" has no rotational symmetry: undoing the rotation must recover the
   # rotation-0 population (up to sampling noise), and not undoing it must not.
@@ -149,6 +162,9 @@ def test_built_from_registry_with_small_config():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(val_letter="Z"),
      r"val_letter='Z' is not one of the letters \['S', 'H', 'L', 'T', 'A', 'E'\]"),
+    (dict(val_letter="LZ"),
+     r"val_letter='LZ' is not one of the letters"),
+    (dict(val_letter="LL"), r"val_letter: duplicate letter\(s\) \['L'\]"),
     (dict(num_rotations=7), "num_rotations must be even"),
     (dict(num_rotations=0), "num_rotations must be an integer >= 2"),
     (dict(letters="SHS"), r"duplicate letter\(s\) \['S'\]"),
