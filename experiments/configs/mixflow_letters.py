@@ -16,7 +16,7 @@ is MixFlow's mixture instead of N(0, I):
   soft relaxation (straight_through=False) the velocity field only ever sees
   convex combinations of modes, never the hard draws it is integrated from at
   generation; that train/test mismatch made MixFlow lose to CFM (runlocal,
-  held-out S, seed 0: soft W1/W2/MMD 0.245/0.280/0.0222, straight-through
+  base dropout 0.1, held-out S, seed 0: soft W1/W2/MMD 0.245/0.280/0.0222, straight-through
   0.147/0.171/0.0044, CFM twin 0.158/0.191/0.0042; sigma^2 = 0.1 soft
   0.175/0.220/0.0050, straight-through 0.170/0.206/0.0055);
 * exact minibatch OT pairing within each population (Algorithm 1, line 10);

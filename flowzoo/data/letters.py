@@ -147,6 +147,8 @@ def condition_rng(seed: int, char: str, r: int) -> np.random.Generator:
 
 
 def _check_letters(letters: str | Sequence[str], name: str = "letters") -> tuple[str, ...]:
+  if not isinstance(letters, (str, list, tuple)):
+    raise ValueError(f"{name}: expected a string or sequence of letters, got {letters!r}.")
   letters = tuple(letters)
   if not letters:
     raise ValueError(f"{name}: need at least one letter.")

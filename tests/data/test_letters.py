@@ -165,6 +165,7 @@ def test_built_from_registry_with_small_config():
     (dict(val_letter="LZ"),
      r"val_letter='LZ' is not one of the letters"),
     (dict(val_letter="LL"), r"val_letter: duplicate letter\(s\) \['L'\]"),
+    (dict(val_letter=3), "val_letter: expected a string or sequence of letters, got 3"),
     (dict(num_rotations=7), "num_rotations must be even"),
     (dict(num_rotations=0), "num_rotations must be an integer >= 2"),
     (dict(letters="SHS"), r"duplicate letter\(s\) \['S'\]"),
