@@ -92,6 +92,19 @@ def build_dataset(config) -> Populations:
   return pops
 
 
+def evaluation_only_keys(config) -> tuple[str, ...]:
+  """Dotted config keys that change what is evaluated, never what is trained.
+
+  A dataset constructor declares them in its `evaluation_only` attribute
+  (letters: `val_letter`, since every choice has the same training
+  populations). Methods see only the train split, so a run finished with one
+  value may be resumed (evaluation only) with another: the checkpoint guard
+  accepts the difference and the sweep trains such points once.
+  """
+  ctor = DATASETS.get(config.dataset.name)
+  return tuple(f"dataset.{f}" for f in getattr(ctor, "evaluation_only", ()))
+
+
 def build_method(config, *, event_shape, cond_dim: int, **extra):
   """Builds the method with its components for data of `event_shape`.
 

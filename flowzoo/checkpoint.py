@@ -3,7 +3,9 @@
 Orbax writes each step to a temporary directory and renames it when complete,
 so an interrupted save never leaves a half-written checkpoint. A workdir
 remembers the config it was trained with (`config.json`); resuming with a
-different config is refused unless the caller asks to overwrite.
+different config is refused unless the caller asks to overwrite. Fields that
+do not change what is trained may differ (`RESUME_SAFE`, plus a dataset's
+evaluation-only fields passed by the caller).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import orbax.checkpoint as ocp
 
@@ -33,15 +35,15 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def _relevant(config_dict: dict) -> dict[str, Any]:
+def _relevant(config_dict: dict, safe: Sequence[str]) -> dict[str, Any]:
   flat = _flatten(config_dict)
   return {k: v for k, v in flat.items()
-          if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE)}
+          if not any(k == s or k.startswith(s + ".") for s in safe)}
 
 
-def config_diff(old: dict, new: dict) -> list[str]:
-  """Keys whose values differ in a way that matters for resuming."""
-  a, b = _relevant(old), _relevant(new)
+def config_diff(old: dict, new: dict, safe: Sequence[str] = RESUME_SAFE) -> list[str]:
+  """Dotted keys whose values differ, ignoring those under the `safe` prefixes."""
+  a, b = _relevant(old, safe), _relevant(new, safe)
   return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
@@ -53,10 +55,13 @@ class Checkpointer:
     config_dict: the resolved config as a JSON-able dict.
     keep: how many checkpoints to keep.
     overwrite: delete existing checkpoints of a different config instead of refusing.
+    resume_safe: dotted config prefixes that may differ from the stored
+      config (default `RESUME_SAFE`; runs add their dataset's
+      evaluation-only fields, `build.evaluation_only_keys`).
   """
 
   def __init__(self, workdir: str | Path, config_dict: dict, *, keep: int = 3,
-               overwrite: bool = False):
+               overwrite: bool = False, resume_safe: Sequence[str] = RESUME_SAFE):
     self.workdir = Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     # Through JSON, so tuples compare equal to the lists read back from disk.
@@ -65,7 +70,7 @@ class Checkpointer:
     cfg_path = self.workdir / "config.json"
     if cfg_path.exists() and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
       old = json.loads(cfg_path.read_text())
-      diff = config_diff(old, config_dict)
+      diff = config_diff(old, config_dict, resume_safe)
       if diff:
         if not overwrite:
           raise ValueError(

@@ -20,7 +20,7 @@ from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
 from flowzoo import metrics as metrics_lib
 from flowzoo import plots
-from flowzoo.checkpoint import Checkpointer
+from flowzoo.checkpoint import RESUME_SAFE, Checkpointer
 from flowzoo.data.populations import Packed, Populations, pack
 from flowzoo.train import Trainer, TrainState, make_optimizer
 from flowzoo.writers import MetricWriter, Progress
@@ -165,7 +165,8 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
         f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
   ckpt = Checkpointer(workdir, config.to_dict(), keep=config.train.keep_checkpoints,
-                      overwrite=overwrite)
+                      overwrite=overwrite,
+                      resume_safe=RESUME_SAFE + build_lib.evaluation_only_keys(config))
   state = restore_or_init(exp, ckpt)
   t = config.train
   start = int(state.step)

@@ -6,7 +6,11 @@ dimension). Each point is a named dict of dotted config overrides (the same
 keys as `--config.a.b=v`); every (point, seed) is one `train_and_evaluate`
 run in `workdir/<point>/seed<k>`, so finished runs are reused (a run whose
 `eval.json` exists and whose `config.json` matches is not retrained) and
-interrupted ones resume from their checkpoints. The runner then writes
+interrupted ones resume from their checkpoints. A point that differs from an
+earlier one of the same seed only in evaluation settings (`eval.*`, or a
+dataset's evaluation-only field such as letters' `val_letter`) is not trained
+again: the earlier run's checkpoints are copied into its directory and only
+evaluated. The runner then writes
 
     workdir/sweep.md    markdown table: metric mean ± std over seeds per point
     workdir/sweep.json  the same numbers plus per-seed values
@@ -26,6 +30,7 @@ import copy
 import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from flowzoo import build as build_lib
-from flowzoo.checkpoint import config_diff
+from flowzoo.checkpoint import RESUME_SAFE, config_diff
 
 DEFAULT_METRICS = ("mmd", "w1", "w2", "energy")
 
@@ -122,6 +127,40 @@ def _finished(config, rdir: Path) -> bool:
       new.get("eval") == json.loads(cfg.read_text()).get("eval")
 
 
+# What a run's directory holds of its training (not of its evaluation).
+_TRAINING_FILES = ("checkpoints", "config.json", "train_metrics.jsonl")
+
+
+def _trained_twin(config, rdir: Path, earlier: Sequence[tuple[Point, Any, Path]]) -> Point | None:
+  """An earlier point whose finished training `config` would repeat, if any.
+
+  Two configs train the same model when they differ only in evaluation
+  settings: `eval.*` and the dataset's evaluation-only fields (e.g. letters'
+  `val_letter`, `build.evaluation_only_keys`). Only a run without checkpoints
+  of its own is given a twin's.
+  """
+  if (rdir / "checkpoints").is_dir() and any((rdir / "checkpoints").iterdir()):
+    return None
+  safe = RESUME_SAFE + build_lib.evaluation_only_keys(config)
+  new = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=str))
+  for point, other, odir in earlier:
+    old = json.loads(json.dumps(other.to_dict(), sort_keys=True, default=str))
+    if (odir / "eval.json").is_file() and (odir / "checkpoints").is_dir() \
+        and not config_diff(old, new, safe):
+      return point
+  return None
+
+
+def _copy_training(src: Path, dst: Path) -> None:
+  """Copies a finished run's checkpoints, config and training log into `dst`."""
+  dst.mkdir(parents=True, exist_ok=True)
+  for name in _TRAINING_FILES:
+    if (src / name).is_dir():
+      shutil.copytree(src / name, dst / name, dirs_exist_ok=True)
+    elif (src / name).is_file():
+      shutil.copy2(src / name, dst / name)
+
+
 def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | Path, *,
               seeds: Sequence[int] = (0,), split: str = "heldout",
               metrics: Sequence[str] | None = None, overwrite: bool = False,
@@ -170,9 +209,15 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
       if _finished(cfg, rdir):
         print(f"[sweep] {p.name} seed {s}: finished run found in {rdir}, reusing it.")
         results[p.name, s] = json.loads((rdir / "eval.json").read_text())
-      else:
-        print(f"[sweep] {p.name} seed {s}: overrides {dict(p.overrides)} -> {rdir}")
-        results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite)
+        continue
+      print(f"[sweep] {p.name} seed {s}: overrides {dict(p.overrides)} -> {rdir}")
+      twin = _trained_twin(cfg, rdir, [(q, configs[q.name, s], run_dir(workdir, q, s))
+                                       for q in points[:points.index(p)]])
+      if twin is not None:
+        print(f"[sweep] {p.name} seed {s}: trains exactly as {twin.name} (they differ only in "
+              f"evaluation settings); evaluating {twin.name}'s checkpoints instead of retraining.")
+        _copy_training(run_dir(workdir, twin, s), rdir)
+      results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite)
   summary = summarize(points, seeds, results, split=split, metrics=metrics)
   summary.update(title=title, reference=reference)
   write_outputs(summary, workdir)

@@ -71,6 +71,32 @@ def test_run_sweep_table_stats_and_reuse(tmp_path):
   assert len(calls) == 7
 
 
+def test_points_differing_only_in_evaluation_are_trained_once(tmp_path, capsys):
+  """letters' `val_letter` is evaluation-only: the H point evaluates the S point's training."""
+  from flowzoo.experiment import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  c = tiny_letters_config()
+  grid = [("S", {"dataset.val_letter": "S"}), ("H", {"dataset.val_letter": "H"})]
+  sweep_lib.run_sweep(c, grid, tmp_path / "sweep", seeds=(0,))
+  out = capsys.readouterr().out
+  assert "H seed 0: trains exactly as S" in out and "evaluating only" in out
+  s_dir, h_dir = tmp_path / "sweep" / "S" / "seed0", tmp_path / "sweep" / "H" / "seed0"
+  assert (h_dir / "train_metrics.jsonl").read_text() == (s_dir / "train_metrics.jsonl").read_text()
+  assert json.loads((h_dir / "config.json").read_text())["dataset"]["val_letter"] == "H"
+  shared = json.loads((h_dir / "eval.json").read_text())
+  assert sorted(shared["w2"]["heldout"]["per_condition"]) == ["H_r01", "H_r03"]
+  # The same numbers as training the H point from scratch.
+  direct = train_and_evaluate(sweep_lib.apply_overrides(c, {"dataset.val_letter": "H"}),
+                              tmp_path / "direct")
+  for m in ("w1", "w2", "mmd", "energy"):
+    assert shared[m]["heldout"]["mean"] == pytest.approx(direct[m]["heldout"]["mean"], rel=1e-6)
+  # A point that changes training has no twin, whatever its val_letter.
+  wider = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "model.hidden": (8, 8)})
+  earlier = [(sweep_lib.Point("S"), sweep_lib.apply_overrides(c, {}), s_dir)]
+  assert sweep_lib._trained_twin(wider, tmp_path / "new", earlier) is None
+  same = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H"})
+  assert sweep_lib._trained_twin(same, tmp_path / "new", earlier).name == "S"
+
+
 def test_run_sweep_rejects_bad_grids(tmp_path):
   c = tiny_letters_config()
   with pytest.raises(ValueError, match="unique"):

@@ -221,3 +221,8 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
   return Populations(names=names, samples=samples, descriptors=np.stack(descriptors),
                      splits=splits, covariates={"letter": cov_letter, "rotation": cov_rot},
                      info=info)
+
+
+# The training populations are the same for every `val_letter` (tested), so a
+# finished run may be re-evaluated with another one (`build.evaluation_only_keys`).
+letters.evaluation_only = ("val_letter",)
