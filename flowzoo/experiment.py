@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def _check_select(config, pops: Populations, method) -> None:
                    f"valid: {valid}.")
 
 
+def optimizer_kwargs(config, group: str) -> dict:
+  """`config.optim` updated by the fields of `optim_overrides.<group>` that are set.
+
+  Unset fields (None, the placeholders `common.finalize` adds) inherit `optim`.
+  """
+  overrides = dict(config.optim_overrides.get(group, {}))
+  return dict(config.optim) | {k: v for k, v in overrides.items() if v is not None}
+
+
 def setup(config) -> Experiment:
   """Builds everything a run needs from `config`; raises on bad input."""
   check_config(config)
@@ -138,10 +148,15 @@ def setup(config) -> Experiment:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
   _check_select(config, pops, method)
-  optimizers = {}
-  for g in method.groups:
-    kw = dict(config.optim) | dict(config.optim_overrides.get(g, {}))
-    optimizers[g] = make_optimizer(**kw, total_steps=config.train.steps)
+  unused = sorted(set(config.optim_overrides) - set(method.groups))
+  if unused:
+    # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
+    # has no base parameters, and must keep working as one config line.
+    logging.warning("config.optim_overrides: method %r has no parameter group(s) %s (its "
+                    "groups: %s); those overrides are unused.", config.method.name, unused,
+                    list(method.groups))
+  optimizers = {g: make_optimizer(**optimizer_kwargs(config, g), total_steps=config.train.steps)
+                for g in method.groups}
   trainer = Trainer(method, optimizers, batch_size=config.data.batch_size,
                     populations_per_batch=config.data.populations_per_batch,
                     ema_decay=config.train.ema_decay)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flowzoo.checkpoint import Checkpointer
-from flowzoo.experiment import restore_or_init, setup, train_and_evaluate
+from flowzoo.experiment import optimizer_kwargs, restore_or_init, setup, train_and_evaluate
 from tests.helpers import tiny_letters_config
 
 
@@ -97,6 +97,22 @@ def test_workdir_of_a_different_config_is_refused(finished_run, tmp_path):
   other = tiny_letters_config(**{"model.hidden": (8, 8)})
   with pytest.raises(ValueError, match=r"different config \(differs in: model.hidden\).*--overwrite"):
     train_and_evaluate(other, workdir)
+
+
+def test_optimizer_overrides_per_group_inherit_unset_fields(caplog):
+  from experiments.configs import mixflow_letters  # pylint: disable=import-outside-toplevel
+  from flowzoo import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+  c = sweep_lib.apply_overrides(mixflow_letters.get_config("runlocal"),
+                                {"optim_overrides.base.lr": 3e-4, "optim.lr": 2e-3})
+  base, velocity = optimizer_kwargs(c, "base"), optimizer_kwargs(c, "velocity")
+  assert (base["lr"], base["b1"], base["b2"]) == (3e-4, 0.9, 0.999)  # set in the group
+  assert base["schedule"] == velocity["schedule"] == c.optim.schedule  # unset: inherited
+  assert (velocity["lr"], velocity["b1"], velocity["b2"]) == (2e-3, 0.0, 0.99)
+  bad = tiny_letters_config()
+  with bad.unlocked():
+    bad.optim_overrides.base = {"lr": 1e-4}  # CFM has no base parameters to optimise
+  setup(bad)  # e.g. MixFlow with base.name=gaussian: warned about, not refused
+  assert "method 'cfm' has no parameter group(s) ['base']" in caplog.text
 
 
 @pytest.mark.parametrize("override, error, match", [

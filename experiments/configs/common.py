@@ -36,6 +36,12 @@ def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds the components' default knobs, then locks so a misspelt override fails."""
   with c.unlocked():
     build.fill_defaults(c)
+    # Every `optim` field of a group may be overridden from the command line
+    # (`--config.optim_overrides.base.lr=3e-4`); unset (None) inherits `optim`.
+    for group in c.optim_overrides.values():
+      for key, value in c.optim.items():
+        if key not in group:
+          group[key] = ml_collections.config_dict.placeholder(type(value))
   c.lock()
   return c
 
