@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from flowzoo import build as build_lib
-from flowzoo.checkpoint import RESUME_SAFE, config_diff
+from flowzoo.checkpoint import config_diff
 
 DEFAULT_METRICS = ("mmd", "w1", "w2", "energy")
 
@@ -141,7 +141,9 @@ def _trained_twin(config, rdir: Path, earlier: Sequence[tuple[Point, Any, Path]]
   """
   if (rdir / "checkpoints").is_dir() and any((rdir / "checkpoints").iterdir()):
     return None
-  safe = RESUME_SAFE + build_lib.evaluation_only_keys(config)
+  # Not RESUME_SAFE: a different checkpoint schedule would change what
+  # checkpoint selection can choose from.
+  safe = ("eval",) + build_lib.evaluation_only_keys(config)
   new = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=str))
   for point, other, odir in earlier:
     old = json.loads(json.dumps(other.to_dict(), sort_keys=True, default=str))

@@ -93,7 +93,9 @@ def test_points_differing_only_in_evaluation_are_trained_once(tmp_path, capsys):
   wider = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "model.hidden": (8, 8)})
   earlier = [(sweep_lib.Point("S"), sweep_lib.apply_overrides(c, {}), s_dir)]
   assert sweep_lib._trained_twin(wider, tmp_path / "new", earlier) is None
-  same = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H"})
+  other_saves = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "train.ckpt_every": 8})
+  assert sweep_lib._trained_twin(other_saves, tmp_path / "new", earlier) is None
+  same = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "eval.num_steps": 2})
   assert sweep_lib._trained_twin(same, tmp_path / "new", earlier).name == "S"
 
 
