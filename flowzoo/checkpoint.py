@@ -41,6 +41,11 @@ def _relevant(config_dict: dict, safe: Sequence[str]) -> dict[str, Any]:
           if not any(k == s or k.startswith(s + ".") for s in safe)}
 
 
+def as_stored(config_dict: dict) -> dict:
+  """`config_dict` as `config.json` holds it (tuples become lists), for comparisons."""
+  return json.loads(json.dumps(config_dict, sort_keys=True, default=str))
+
+
 def config_diff(old: dict, new: dict, safe: Sequence[str] = RESUME_SAFE) -> list[str]:
   """Dotted keys whose values differ, ignoring those under the `safe` prefixes."""
   a, b = _relevant(old, safe), _relevant(new, safe)
@@ -64,8 +69,7 @@ class Checkpointer:
                overwrite: bool = False, resume_safe: Sequence[str] = RESUME_SAFE):
     self.workdir = Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
-    # Through JSON, so tuples compare equal to the lists read back from disk.
-    config_dict = json.loads(json.dumps(config_dict, sort_keys=True, default=str))
+    config_dict = as_stored(config_dict)
     ckpt_dir = self.workdir / "checkpoints"
     cfg_path = self.workdir / "config.json"
     if cfg_path.exists() and ckpt_dir.exists() and any(ckpt_dir.iterdir()):

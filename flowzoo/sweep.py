@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 
 from flowzoo import build as build_lib
-from flowzoo.checkpoint import config_diff
+from flowzoo.checkpoint import as_stored, config_diff
 
 DEFAULT_METRICS = ("mmd", "w1", "w2", "energy")
 
@@ -122,9 +122,8 @@ def _finished(config, rdir: Path) -> bool:
   cfg, ev = rdir / "config.json", rdir / "eval.json"
   if not (cfg.exists() and ev.exists()):
     return False
-  new = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=str))
-  return not config_diff(json.loads(cfg.read_text()), new) and \
-      new.get("eval") == json.loads(cfg.read_text()).get("eval")
+  old, new = json.loads(cfg.read_text()), as_stored(config.to_dict())
+  return not config_diff(old, new) and new.get("eval") == old.get("eval")
 
 
 # What a run's directory holds of its training (not of its evaluation).
@@ -144,11 +143,10 @@ def _trained_twin(config, rdir: Path, earlier: Sequence[tuple[Point, Any, Path]]
   # Not RESUME_SAFE: a different checkpoint schedule would change what
   # checkpoint selection can choose from.
   safe = ("eval",) + build_lib.evaluation_only_keys(config)
-  new = json.loads(json.dumps(config.to_dict(), sort_keys=True, default=str))
+  new = as_stored(config.to_dict())
   for point, other, odir in earlier:
-    old = json.loads(json.dumps(other.to_dict(), sort_keys=True, default=str))
     if (odir / "eval.json").is_file() and (odir / "checkpoints").is_dir() \
-        and not config_diff(old, new, safe):
+        and not config_diff(as_stored(other.to_dict()), new, safe):
       return point
   return None
 
@@ -204,7 +202,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   results = {}
-  for p in points:
+  for i, p in enumerate(points):
     for s in seeds:
       rdir = run_dir(workdir, p, s)
       cfg = configs[p.name, s]
@@ -214,7 +212,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
         continue
       print(f"[sweep] {p.name} seed {s}: overrides {dict(p.overrides)} -> {rdir}")
       twin = _trained_twin(cfg, rdir, [(q, configs[q.name, s], run_dir(workdir, q, s))
-                                       for q in points[:points.index(p)]])
+                                       for q in points[:i]])
       if twin is not None:
         print(f"[sweep] {p.name} seed {s}: trains exactly as {twin.name} (they differ only in "
               f"evaluation settings); evaluating {twin.name}'s checkpoints instead of retraining.")
