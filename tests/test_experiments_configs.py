@@ -110,6 +110,24 @@ def test_bbbc021_variants(variant):
     mixflow_bbbc021.get_config("nope")
 
 
+# The variant each named grid is meant for (README commands); "runlocal" otherwise.
+SWEEP_VARIANTS = {("mixflow_bbbc021.py", "pca_dim"): "pca", ("bwfm_spiral.py", "geometry"): "runlocal"}
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if "def sweeps" in (CONFIG_DIR / n).read_text()])
+def test_every_named_sweep_point_is_a_valid_config(name):
+  """A mistyped key or bad value in a grid fails here, not hours into a sweep."""
+  for sweep, grid in sweep_lib.sweeps_from_file(CONFIG_DIR / name).items():
+    config = _config(name, SWEEP_VARIANTS.get((name, sweep), "runlocal"))
+    # PCA to up to 500 components needs the variant's own (512-d) cells.
+    keep = {"dataset.dim": config.dataset.dim} if _has(config, "dataset.pca_components") else {}
+    for point, overrides in grid:
+      try:
+        setup(tiny(sweep_lib.apply_overrides(config, overrides), **keep))
+      except Exception as e:  # pylint: disable=broad-except
+        raise AssertionError(f"{name} sweep {sweep!r} point {point!r}: {e}") from e
+
+
 def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
   """MixFlow and CFM on the real well profiles, CellFlux held-out compounds (tiny steps)."""
   from experiments.configs import mixflow_bbbc021

@@ -21,7 +21,14 @@ is MixFlow's mixture instead of N(0, I):
   0.147/0.171/0.0044, CFM twin 0.158/0.191/0.0042; sigma^2 = 0.1 soft
   0.175/0.220/0.0050, straight-through 0.170/0.206/0.0055);
 * exact minibatch OT pairing within each population (Algorithm 1, line 10);
-* planner 0.1 / 0.8 / 0.1 with one base update every k = 10 velocity updates;
+* planner 0.1 / 0.5 / 0.4 with one base update every k = 10 velocity updates
+  (Algorithm 1's phases; the reference uses 0.1 / 0.8 / 0.1). Under the cosine
+  lr schedule a cool-down starting at 90 % of training runs at <= 2.4 % of the
+  peak lr, so the velocity field barely adapts to the frozen, dropout-free
+  base it is integrated from; starting it at 60 % (lr still half the peak)
+  lowered held-out W2 on L/T/A/E from 0.1549 to 0.1541 (seed 0), just past
+  the 0.5 % margin fixed beforehand; S and H are unchanged within the seed
+  spread (README);
 * evaluation at the kept checkpoint with the lowest held-out W2 (inherited
   from cfm_letters: Table 1 reports "the best checkpoint based on validation
   Wasserstein-2", and the validation set is the held-out rotations);
@@ -60,7 +67,7 @@ def get_config(arg: str | None = None):
   with c.unlocked():
     c.method = ml_collections.ConfigDict(dict(
         name="mixflow", sigma=0.0, p_uncond=0.0, group_coupling=True,
-        warmup=0.1, alternating=0.8, cooldown=0.1, base_every=10))
+        warmup=0.1, alternating=0.5, cooldown=0.4, base_every=10))
     c.base = ml_collections.ConfigDict(dict(
         name="gmm", num_modes=num_train, variance=0.01, temperature=0.5, means="free",
         hidden=(128,), dropout=0.5, straight_through=True, data_init="per_condition"))
@@ -78,17 +85,21 @@ def sweeps() -> dict:
   cfm = {"base.name": "gaussian"}
   return {
       "baseline": [("mixflow", {}), ("cfm", cfm)],
-      # Base dropout and lr chosen on held-out rotations of letters that are not
-      # reported (run with --config.dataset.val_letter=LTAE): README
-      # "Letters: choosing the base regularisation without S or H".
-      # Every point sets both knobs, so it means the same whatever the defaults.
-      "regularise": [(f"mixflow_dropout{d}" + ("" if lr == 1e-3 else f"_base_lr{lr:g}"),
-                      {"base.dropout": d, "optim_overrides.base.lr": lr})
-                     for d, lr in ((0.1, 1e-3), (0.3, 1e-3), (0.5, 1e-3), (0.7, 1e-3),
-                                   (0.5, 3e-4), (0.5, 1e-4), (0.5, 3e-5))]
+      # Base dropout, base lr and planner chosen on held-out rotations of
+      # letters that are not reported (run with --config.dataset.val_letter=LTAE):
+      # README "Letters: choosing the base regularisation without S or H".
+      # Every point sets all three, so it means the same whatever the defaults.
+      "regularise": [(f"mixflow_dropout{d}" + ("" if lr == 1e-3 else f"_base_lr{lr:g}")
+                      + ("" if cool == 0.1 else f"_cooldown{cool:g}"),
+                      {"base.dropout": d, "optim_overrides.base.lr": lr,
+                       "method.alternating": 0.9 - cool, "method.cooldown": cool})
+                     for d, lr, cool in ((0.1, 1e-3, 0.1), (0.3, 1e-3, 0.1), (0.5, 1e-3, 0.1),
+                                         (0.7, 1e-3, 0.1), (0.5, 3e-4, 0.1), (0.5, 1e-4, 0.1),
+                                         (0.5, 3e-5, 0.1), (0.5, 1e-4, 0.4))]
                     + [("mixflow_dropout0.1_base_every20",
                         {"base.dropout": 0.1, "method.base_every": 20,
-                         "optim_overrides.base.lr": 1e-3}),
+                         "optim_overrides.base.lr": 1e-3,
+                         "method.alternating": 0.8, "method.cooldown": 0.1}),
                        ("cfm", cfm)],
       "letters": [(f"{m}_{l}", dict(o, **{"dataset.val_letter": l}))
                   for l in ("S", "H")
