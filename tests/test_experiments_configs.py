@@ -111,7 +111,7 @@ def test_bbbc021_variants(variant):
 
 
 # The variant each named grid is meant for (README commands); "runlocal" otherwise.
-SWEEP_VARIANTS = {("mixflow_bbbc021.py", "pca_dim"): "pca", ("bwfm_spiral.py", "geometry"): "runlocal"}
+SWEEP_VARIANTS = {("mixflow_bbbc021.py", "pca_dim"): "pca"}
 
 
 @pytest.mark.parametrize("name", [n for n in CONFIGS if "def sweeps" in (CONFIG_DIR / n).read_text()])

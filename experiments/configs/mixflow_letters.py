@@ -92,14 +92,20 @@ def sweeps() -> dict:
       "regularise": [(f"mixflow_dropout{d}" + ("" if lr == 1e-3 else f"_base_lr{lr:g}")
                       + ("" if cool == 0.1 else f"_cooldown{cool:g}"),
                       {"base.dropout": d, "optim_overrides.base.lr": lr,
-                       "method.alternating": 0.9 - cool, "method.cooldown": cool})
+                       "method.warmup": 0.1, "method.alternating": 0.9 - cool,
+                       "method.cooldown": cool})
                      for d, lr, cool in ((0.1, 1e-3, 0.1), (0.3, 1e-3, 0.1), (0.5, 1e-3, 0.1),
                                          (0.7, 1e-3, 0.1), (0.5, 3e-4, 0.1), (0.5, 1e-4, 0.1),
                                          (0.5, 3e-5, 0.1), (0.5, 1e-4, 0.4))]
                     + [("mixflow_dropout0.1_base_every20",
                         {"base.dropout": 0.1, "method.base_every": 20,
                          "optim_overrides.base.lr": 1e-3,
-                         "method.alternating": 0.8, "method.cooldown": 0.1}),
+                         "method.warmup": 0.1, "method.alternating": 0.8,
+                         "method.cooldown": 0.1}),
+                       ("mixflow_dropout0.5_base_lr0.0001_cooldown0.4_base_steps_dropout_only",
+                        {"base.dropout": 0.5, "optim_overrides.base.lr": 1e-4,
+                         "method.warmup": 0.1, "method.alternating": 0.5,
+                         "method.cooldown": 0.4, "method.velocity_step_dropout": False}),
                        ("cfm", cfm)],
       "letters": [(f"{m}_{l}", dict(o, **{"dataset.val_letter": l}))
                   for l in ("S", "H")
