@@ -89,25 +89,23 @@ def sweeps() -> dict:
       # letters that are not reported (run with --config.dataset.val_letter=LTAE):
       # README "Letters: choosing the base regularisation without S or H".
       # Every point sets all three, so it means the same whatever the defaults.
-      "regularise": [(f"mixflow_dropout{d}" + ("" if lr == 1e-3 else f"_base_lr{lr:g}")
-                      + ("" if cool == 0.1 else f"_cooldown{cool:g}"),
-                      {"base.dropout": d, "optim_overrides.base.lr": lr,
-                       "method.warmup": 0.1, "method.alternating": 0.9 - cool,
-                       "method.cooldown": cool})
-                     for d, lr, cool in ((0.1, 1e-3, 0.1), (0.3, 1e-3, 0.1), (0.5, 1e-3, 0.1),
-                                         (0.7, 1e-3, 0.1), (0.5, 3e-4, 0.1), (0.5, 1e-4, 0.1),
-                                         (0.5, 3e-5, 0.1), (0.5, 1e-4, 0.4))]
-                    + [("mixflow_dropout0.1_base_every20",
-                        {"base.dropout": 0.1, "method.base_every": 20,
-                         "optim_overrides.base.lr": 1e-3,
-                         "method.warmup": 0.1, "method.alternating": 0.8,
-                         "method.cooldown": 0.1}),
-                       ("mixflow_dropout0.5_base_lr0.0001_cooldown0.4_base_steps_dropout_only",
-                        {"base.dropout": 0.5, "optim_overrides.base.lr": 1e-4,
-                         "method.warmup": 0.1, "method.alternating": 0.5,
-                         "method.cooldown": 0.4, "method.velocity_step_dropout": False}),
-                       ("cfm", cfm)],
+      "regularise": [_regularise_point(*p) for p in (
+          (0.1, 1e-3, 0.1), (0.3, 1e-3, 0.1), (0.5, 1e-3, 0.1), (0.7, 1e-3, 0.1),
+          (0.5, 3e-4, 0.1), (0.5, 1e-4, 0.1), (0.5, 3e-5, 0.1), (0.5, 1e-4, 0.4),
+          (0.1, 1e-3, 0.1, "_base_every20", {"method.base_every": 20}),
+          (0.5, 1e-4, 0.4, "_base_steps_dropout_only", {"method.velocity_step_dropout": False}),
+      )] + [("cfm", cfm)],
       "letters": [(f"{m}_{l}", dict(o, **{"dataset.val_letter": l}))
                   for l in ("S", "H")
                   for m, o in (("mixflow", {}), ("cfm", cfm))],
   }
+
+
+def _regularise_point(dropout: float, base_lr: float, cooldown: float, suffix: str = "",
+                      more: dict | None = None) -> tuple[str, dict]:
+  """A `regularise` grid point: base dropout, base lr and planner (warm-up 0.1), named by them."""
+  name = (f"mixflow_dropout{dropout}" + ("" if base_lr == 1e-3 else f"_base_lr{base_lr:g}")
+          + ("" if cooldown == 0.1 else f"_cooldown{cooldown:g}") + suffix)
+  return name, {"base.dropout": dropout, "optim_overrides.base.lr": base_lr,
+                "method.warmup": 0.1, "method.alternating": 0.9 - cooldown,
+                "method.cooldown": cooldown, **(more or {})}
