@@ -12,6 +12,7 @@ can be overridden with `--config.<section>.<arg>=...`):
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any, Mapping
 
@@ -59,6 +60,21 @@ def fill_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
       if key not in section and key not in WIRED and _is_config_value(value):
         section[key] = value
   return config
+
+
+def resolved(config) -> ml_collections.ConfigDict:
+  """A copy of `config` with every chosen component's defaults filled in.
+
+  `--config.base.name=gaussian` on the command line swaps a component without
+  writing its knobs; this is what a run stores in `config.json`, so the same
+  run has the same stored config however the swap was spelled (the command
+  line, or a sweep point, `sweep.apply_overrides`).
+  """
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    fill_defaults(c)
+  c.lock()
+  return c
 
 
 def build(registry: Registry, section, what: str, **wired):

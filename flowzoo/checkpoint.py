@@ -18,10 +18,12 @@ from typing import Any, Sequence
 import orbax.checkpoint as ocp
 
 # Fields that may change between a run and its resumption without changing
-# what is being trained (how often to log or save, how to evaluate). Not
-# `train.steps`: learning-rate schedules and MixFlow's planner depend on it.
+# what is being trained (how often to log or save, how to evaluate, and the
+# `compare` section: which seeds and points the main job runs around this
+# run, so adding seeds reuses the finished ones). Not `train.steps`:
+# learning-rate schedules and MixFlow's planner depend on it.
 RESUME_SAFE = ("train.log_every", "train.ckpt_every",
-               "train.keep_checkpoints", "train.steps_per_dispatch", "eval")
+               "train.keep_checkpoints", "train.steps_per_dispatch", "eval", "compare")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

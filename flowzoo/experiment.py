@@ -179,8 +179,8 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
   print(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} conditions, "
         f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
-  ckpt = Checkpointer(workdir, config.to_dict(), keep=config.train.keep_checkpoints,
-                      overwrite=overwrite,
+  ckpt = Checkpointer(workdir, build_lib.resolved(config).to_dict(),
+                      keep=config.train.keep_checkpoints, overwrite=overwrite,
                       resume_safe=RESUME_SAFE + build_lib.evaluation_only_keys(config))
   state = restore_or_init(exp, ckpt)
   t = config.train

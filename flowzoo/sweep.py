@@ -107,8 +107,9 @@ def apply_overrides(config: ml_collections.ConfigDict,
       if isinstance(value, list):
         value = tuple(value)
       node[last] = value
-    if swapped:
-      build_lib.fill_defaults(c)
+    # Always (not only for a swap in `overrides`): a component swapped on the
+    # command line must give the config its run stores (`build.resolved`).
+    build_lib.fill_defaults(c)
   c.lock()
   return c
 

@@ -1,5 +1,6 @@
 """End to end: the CLI run writes every output, resumes, and rejects bad input early."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from flowzoo.checkpoint import Checkpointer
+from flowzoo.checkpoint import Checkpointer, config_diff
 from flowzoo.experiment import optimizer_kwargs, restore_or_init, setup, train_and_evaluate
 from tests.helpers import tiny_letters_config
 
@@ -163,3 +164,23 @@ def test_results_table_keeps_long_metric_names_apart():
   header, row = results_table(res).splitlines()
   assert header.split() == ["split", "bw_min_w2", "bw_min_w2_cov"]
   assert [float(v) for v in row.split()[1:]] == [0.028, 0.0022]
+
+
+def test_component_swap_stores_one_config_however_spelled():
+  """`--config.base.name=gmm` (CLI: no knobs written) and a sweep point store the same config."""
+  from flowzoo import build as build_lib  # pylint: disable=import-outside-toplevel
+  from flowzoo import sweep as sweep_lib  # pylint: disable=import-outside-toplevel
+  c = tiny_letters_config()
+  cli = copy.deepcopy(c)
+  cli.base.name = "gmm"  # what absl's override does to the locked config
+  swept = sweep_lib.apply_overrides(c, {"base.name": "gmm"})
+  assert "num_modes" not in cli.base and cli.to_dict() != swept.to_dict()
+  assert build_lib.resolved(cli).to_dict() == swept.to_dict()
+  assert "num_modes" not in cli.base  # the caller's config is untouched
+
+
+def test_compare_section_does_not_block_resuming():
+  """Adding seeds to the main job reuses finished runs: `compare.*` trains nothing."""
+  old = {"seed": 0, "compare": {"seeds": [0, 1, 2], "sweep": ""}, "model": {"hidden": [8]}}
+  assert config_diff(old, dict(old, compare={"seeds": [0, 1, 2, 3, 4], "sweep": ""})) == []
+  assert config_diff(old, dict(old, seed=1)) == ["seed"]

@@ -146,6 +146,9 @@ def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
                                    "simvastatin"])
     for m in ("mmd", "w1", "w2", "energy"):
       assert np.isfinite(ev[m]["heldout"]["mean"])
+    # 500 generated wells per compound, not as few as the 3-9 real ones.
+    gen = np.load(tmp_path / point / "seed0" / "samples.npz")
+    assert {gen[f"heldout/{c}"].shape for c in held} == {(500, 189)}
   rows = {r["name"]: r for r in summary["points"]}
   assert set(rows) == {"mixflow", "cfm"}
   assert all(np.isfinite(r["metrics"]["w1"]["mean"]) for r in rows.values())

@@ -137,3 +137,7 @@ def test_main_job_path_mixflow_vs_cfm_tiny(tmp_path, capsys):
         ["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel", "epothilone B", "lactacystin",
          "latrunculin B", "simvastatin"])
     assert all(np.isfinite(ev[m]["heldout"]["mean"]) for m in ("mmd", "w1", "w2", "energy"))
+  # Running the main job again with more seeds reuses the finished seed-0 runs.
+  more = sweep_lib.apply_overrides(config, {"compare.sweep": "", "compare.seeds": (0, 1),
+                                            "base.name": "gaussian"})
+  assert sweep_lib._finished(more, tmp_path / "cfm" / "seed0")
