@@ -79,9 +79,15 @@ class Checkpointer:
       diff = config_diff(old, config_dict, resume_safe)
       if diff:
         if not overwrite:
+          # A key only one side has usually means the run was written by an
+          # older (or newer) flowzoo that lacked the field: say so.
+          stored, current = _flatten(old), _flatten(config_dict)
+          shown = [k + (" (not in the stored config)" if k not in stored else
+                        " (only in the stored config)" if k not in current else "")
+                   for k in diff[:10]]
           raise ValueError(
               f"{self.workdir} holds checkpoints of a different config (differs in: "
-              f"{', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''}). "
+              f"{', '.join(shown)}{' ...' if len(diff) > 10 else ''}). "
               "Use another --workdir, or pass --overwrite to discard them.")
         shutil.rmtree(ckpt_dir)
     tmp = cfg_path.with_suffix(".json.tmp")

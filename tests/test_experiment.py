@@ -184,3 +184,16 @@ def test_compare_section_does_not_block_resuming():
   old = {"seed": 0, "compare": {"seeds": [0, 1, 2], "sweep": ""}, "model": {"hidden": [8]}}
   assert config_diff(old, dict(old, compare={"seeds": [0, 1, 2, 3, 4], "sweep": ""})) == []
   assert config_diff(old, dict(old, seed=1)) == ["seed"]
+
+
+def test_guard_names_fields_missing_from_an_older_run(tmp_path):
+  """A run stored before a field existed is refused, and the message says the field is new."""
+  config = tiny_letters_config()
+  stored = json.loads(json.dumps(config.to_dict(), default=str))
+  del stored["eval"]["select"], stored["model"]["act"]
+  stored["model"]["retired_knob"] = 1
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  (tmp_path / "checkpoints" / "8").mkdir(parents=True)
+  with pytest.raises(ValueError, match=r"differs in: model.act \(not in the stored config\), "
+                                       r"model.retired_knob \(only in the stored config\)\)"):
+    Checkpointer(tmp_path, config.to_dict())
