@@ -107,11 +107,9 @@ def apply_overrides(config: ml_collections.ConfigDict,
       if isinstance(value, list):
         value = tuple(value)
       node[last] = value
-    # Always (not only for a swap in `overrides`): a component swapped on the
-    # command line must give the config its run stores (`build.resolved`).
-    build_lib.fill_defaults(c)
-  c.lock()
-  return c
+  # Defaults filled in for every component, also one swapped on the command
+  # line: the same config its run stores in config.json.
+  return build_lib.resolved(c)
 
 
 def run_dir(workdir: str | Path, point: Point, seed: int) -> Path:
