@@ -18,8 +18,10 @@ from experiments.configs import common
 
 def get_config(arg: str | None = None):
   c = common.base_config()
+  # extent 3: Meta Flow Matching's letter scale, which MixFlow §5.1 follows
+  # (flowzoo/data/letters.py, "Scale"); extent=None is flowzoo's earlier font-unit scale.
   c.dataset = dict(name="letters", letters="SHLTAE", num_rotations=20, val_letter="S",
-                   copies=4, points_per_copy=250, seed=0)
+                   copies=4, points_per_copy=250, extent=3.0, seed=0)
   c.data.batch_size = 256
   c.data.populations_per_batch = 1  # MixFlow Algorithm 1, line 7: one population per batch
   c.method = dict(name="cfm", sigma=0.0, p_uncond=0.0, group_coupling=True)
@@ -50,3 +52,8 @@ def get_config(arg: str | None = None):
   elif arg not in (None, ""):
     raise ValueError(f"cfm_letters: unknown variant {arg!r}; valid: 'runlocal'.")
   return common.finalize(c)
+
+
+def sweeps() -> dict:
+  """Named grids for `experiments.sweep`: "letters" trains once per seed, evaluates S and H."""
+  return {"letters": [(f"cfm_{l}", {"dataset.val_letter": l}) for l in ("S", "H")]}

@@ -1,7 +1,11 @@
 """MixFlow on rotated letters (MixFlow §5.1, the MixFlow row of Table 1), vs cfm_letters.py.
 
 Same data, velocity network, batch and schedule as `cfm_letters.py`; the base
-is MixFlow's mixture instead of N(0, I):
+is MixFlow's mixture instead of N(0, I). The numbers quoted below that chose
+the base settings were measured at flowzoo's earlier font-unit letter scale
+(`dataset.extent=None`, letters ~1.45 units tall); the settings were kept,
+not re-tuned, when the default became Meta Flow Matching's extent 3
+(2026-11-24, flowzoo/data/letters.py "Scale"):
 
 * base "gmm" with means="free": I = number of training conditions (6 letters x
   10 even rotations = 60) free learnable modes, mode i initialised from one

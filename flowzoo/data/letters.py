@@ -10,9 +10,22 @@ Sampling. Each letter is rendered once (offline, with Pillow and the DejaVu
 Sans Bold font bundled with matplotlib) into a `resolution`^2 binary mask.
 A point is a foreground pixel drawn uniformly plus uniform sub-pixel jitter,
 so samples are uniform on the silhouette's area. Points are centred on the
-silhouette's centroid, scaled by half the font size (letters span roughly
-[-1, 1]^2) and then rotated by angle_r: rotating points is exact, unlike
-resampling a rotated raster.
+silhouette's centroid, scaled so that the longer side of the letter's
+bounding box is 2 * `extent` long, and then rotated by angle_r: rotating
+points is exact, unlike resampling a rotated raster.
+
+Scale. MixFlow §5.1 follows Meta Flow Matching, whose letters generator
+(Atanackovic et al. 2024, `letters_dataloader.py`, `char_sampler`) maps each
+letter's bounding box to [-1, 1] on its longer side and multiplies by 3, so
+`extent` = 3 is the default. The scale is part of the benchmark: the
+CFM base N(0, I) is about as wide as a letter at the earlier font-unit scale
+(letters ~1.45 units tall, extent ~0.73), and much narrower than one of
+extent 3. Table 1's magnitudes fit the larger scale: its CFM distances are
+0.57-0.84 in the two columns of W2 size (the printed column labels disagree
+with the text), 4-5 times flowzoo's font-unit CFM held-out W2 (0.155 on S,
+0.157 on H), about the ratio of the two scales (4.1). `extent=None` keeps
+the font-unit scale (one unit = half the font size), used for every letters
+result measured before 2026-11-24 (README "Letters").
 
 Copies. The paper renders several copies of each silhouette in different
 fixed colours, only to obtain several samples per condition; the colours are
@@ -48,6 +61,9 @@ from flowzoo.registry import DATASETS
 # capitals are ~0.73 em tall and at most ~1 em wide, so they fit the canvas.
 FONT_FRACTION = 0.8
 MIN_RESOLUTION = 16
+# Half the longer bounding-box side of a letter in sample units: Meta Flow
+# Matching's letters (which MixFlow §5.1 follows) span [-3, 3] on that side.
+EXTENT = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +76,7 @@ class Glyph:
       (row 0 at the top of the image).
     centre: `(col, row)` centroid of the foreground area in pixel units,
       the point that maps to the origin.
-    scale: pixels per unit of the sample coordinates.
+    scale: pixels per unit of the sample coordinates (depends on `extent`).
   """
 
   char: str
@@ -94,8 +110,14 @@ def font_name(resolution: int = 64) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def render_glyph(char: str, resolution: int = 64) -> Glyph:
+def render_glyph(char: str, resolution: int = 64, extent: float | None = EXTENT) -> Glyph:
   """Renders `char` centred in a `resolution`^2 binary mask.
+
+  Args:
+    char: one character.
+    resolution: side of the mask in pixels.
+    extent: half the longer side of the letter's bounding box in sample
+      units, or None for font units (one unit = half the font size).
 
   Raises:
     ValueError: if `char` is not one character, renders to no pixels (e.g. a
@@ -121,7 +143,12 @@ def render_glyph(char: str, resolution: int = 64) -> Glyph:
   mask.setflags(write=False)
   rows, cols = np.nonzero(mask)
   centre = (float(cols.mean() + 0.5), float(rows.mean() + 0.5))
-  return Glyph(char=char, mask=mask, centre=centre, scale=size / 2)
+  if extent is None:
+    scale = size / 2
+  else:
+    longer = max(cols.max() - cols.min(), rows.max() - rows.min()) + 1
+    scale = longer / 2 / extent
+  return Glyph(char=char, mask=mask, centre=centre, scale=float(scale))
 
 
 def sample_glyph(glyph: Glyph, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -164,7 +191,7 @@ def _check_letters(letters: str | Sequence[str], name: str = "letters") -> tuple
 @DATASETS.register("letters")
 def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
             val_letter: str | Sequence[str] = "S", copies: int = 4, points_per_copy: int = 250,
-            resolution: int = 64, seed: int = 0) -> Populations:
+            resolution: int = 64, extent: float | None = EXTENT, seed: int = 0) -> Populations:
   """The rotated-letter populations of MixFlow §5.1.
 
   Args:
@@ -176,6 +203,9 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
     copies: independent draws per condition (the paper's colour copies).
     points_per_copy: points per copy.
     resolution: side of the rendered mask in pixels.
+    extent: half the longer side of each letter's bounding box in sample
+      units (Meta Flow Matching's 3 by default), or None for the earlier
+      font units (letters ~0.75 units tall).
     seed: sampling seed; the dataset is a deterministic function of it.
 
   Returns:
@@ -194,11 +224,15 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
                            ("resolution", resolution, MIN_RESOLUTION)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
       raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+  if extent is not None and (isinstance(extent, bool) or not isinstance(extent, (int, float))
+                             or not np.isfinite(extent) or extent <= 0):
+    raise ValueError(f"extent must be a positive number or None, got {extent!r}.")
   if num_rotations % 2:
     raise ValueError(
         f"num_rotations must be even (even rotations train, odd ones are held out), "
         f"got {num_rotations}.")
-  glyphs = [render_glyph(c, int(resolution)) for c in alphabet]
+  extent = None if extent is None else float(extent)
+  glyphs = [render_glyph(c, int(resolution), extent) for c in alphabet]
   n = int(copies) * int(points_per_copy)
   names, samples, descriptors, splits, cov_letter, cov_rot = [], [], [], [], [], []
   for li, glyph in enumerate(glyphs):
@@ -217,7 +251,8 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
       cov_rot.append(r)
   info = (f"letters {''.join(alphabet)!r} x {num_rotations} rotations (train: even rotations; "
           f"heldout: odd rotations of {''.join(held)!r}), {n} points per condition "
-          f"({copies} copies x {points_per_copy}), {resolution}px {font_name(int(resolution))}")
+          f"({copies} copies x {points_per_copy}), {resolution}px {font_name(int(resolution))}, "
+          + ("font units" if extent is None else f"extent {extent:g}"))
   return Populations(names=names, samples=samples, descriptors=np.stack(descriptors),
                      splits=splits, covariates={"letter": cov_letter, "rotation": cov_rot},
                      info=info)
