@@ -205,7 +205,7 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
     resolution: side of the rendered mask in pixels.
     extent: half the longer side of each letter's bounding box in sample
       units (Meta Flow Matching's 3 by default), or None for the earlier
-      font units (letters ~0.75 units tall).
+      font units (letters ~1.45 units tall).
     seed: sampling seed; the dataset is a deterministic function of it.
 
   Returns:
