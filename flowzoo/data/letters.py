@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from pathlib import Path
 from typing import Sequence
 
@@ -224,7 +225,7 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
                            ("resolution", resolution, MIN_RESOLUTION)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
       raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-  if extent is not None and (isinstance(extent, bool) or not isinstance(extent, (int, float))
+  if extent is not None and (isinstance(extent, bool) or not isinstance(extent, numbers.Real)
                              or not np.isfinite(extent) or extent <= 0):
     raise ValueError(f"extent must be a positive number or None, got {extent!r}.")
   if num_rotations % 2:
