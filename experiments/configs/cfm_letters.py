@@ -14,14 +14,15 @@ Expected metrics: see README "Results" (measured numbers live there).
 """
 
 from experiments.configs import common
+from flowzoo.data import letters as letters_lib
 
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  # extent 3: Meta Flow Matching's letter scale, which MixFlow §5.1 follows
+  # extent: Meta Flow Matching's letter scale (3), which MixFlow §5.1 follows
   # (flowzoo/data/letters.py, "Scale"); extent=None is flowzoo's earlier font-unit scale.
   c.dataset = dict(name="letters", letters="SHLTAE", num_rotations=20, val_letter="S",
-                   copies=4, points_per_copy=250, extent=3.0, seed=0)
+                   copies=4, points_per_copy=250, extent=letters_lib.EXTENT, seed=0)
   c.data.batch_size = 256
   c.data.populations_per_batch = 1  # MixFlow Algorithm 1, line 7: one population per batch
   c.method = dict(name="cfm", sigma=0.0, p_uncond=0.0, group_coupling=True)
