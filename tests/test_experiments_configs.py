@@ -104,6 +104,10 @@ def test_bbbc021_variants(variant):
   assert mix.base.name == "gmm" and cfm.base.name == "gaussian"
   assert mix.dataset.name == ("bbbc021_wells" if variant.startswith("wells") else "bbbc021_sim")
   assert mix.dataset.split == "cellflux"
+  # Both methods are scored on a fixed number of generated cells, never just
+  # the real count (simulated: as many as the metrics use; wells: 500).
+  want = 500 if variant.startswith("wells") else mix.eval.max_samples
+  assert mix.eval.samples_per_condition == cfm.eval.samples_per_condition == want
   names = [n for n, _ in mixflow_bbbc021.sweeps()["baseline"]]
   assert names == ["mixflow", "cfm"] and mix.compare.reference == "cfm"
   with pytest.raises(ValueError, match="unknown variant"):
