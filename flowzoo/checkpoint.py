@@ -70,6 +70,8 @@ class Checkpointer:
   def __init__(self, workdir: str | Path, config_dict: dict, *, keep: int = 3,
                overwrite: bool = False, resume_safe: Sequence[str] = RESUME_SAFE):
     self.workdir = Path(workdir)
+    if self.workdir.exists() and not self.workdir.is_dir():
+      raise NotADirectoryError(f"workdir {str(self.workdir)!r} exists and is not a directory.")
     self.workdir.mkdir(parents=True, exist_ok=True)
     config_dict = as_stored(config_dict)
     ckpt_dir = self.workdir / "checkpoints"

@@ -7,6 +7,7 @@ without touching the file system; `Experiment.train`/`generate` use them.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import time
@@ -22,7 +23,8 @@ from flowzoo import evaluate as eval_lib
 from flowzoo import metrics as metrics_lib
 from flowzoo import plots
 from flowzoo.checkpoint import RESUME_SAFE, Checkpointer
-from flowzoo.data.populations import Packed, Populations, pack
+from flowzoo.data.populations import SPLITS, Packed, Populations, pack
+from flowzoo.registry import SOLVERS
 from flowzoo.train import Trainer, TrainState, make_optimizer
 from flowzoo.writers import MetricWriter, Progress
 
@@ -56,8 +58,14 @@ class Experiment:
                                        self.train_ids)
 
   def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
-    """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`)."""
+    """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`).
+
+    `state`'s buffers are donated to the update: use the returned state.
+    """
     spd = self.config.train.steps_per_dispatch
+    if num_steps < 1 or num_steps % spd:
+      raise ValueError(f"Experiment.train: num_steps={num_steps} must be a positive multiple "
+                       f"of config.train.steps_per_dispatch={spd}.")
     rng = jax.random.key(self.config.seed + 1)
     logs = []
     for _ in range(num_steps // spd):
@@ -67,7 +75,20 @@ class Experiment:
 
   def generate(self, params, condition: str | int, num: int, seed: int = 0) -> np.ndarray:
     """`[num, *event]` samples of one condition (by name or index)."""
-    k = self.pops.names.index(condition) if isinstance(condition, str) else int(condition)
+    names = self.pops.names
+    if isinstance(condition, str):
+      if condition not in names:
+        close = difflib.get_close_matches(condition, names, n=3)
+        raise KeyError(f"Experiment.generate: unknown condition {condition!r}"
+                       f"{f'; did you mean {close}' if close else ''} ({len(names)} conditions, "
+                       f"e.g. {names[:5]}).")
+      k = names.index(condition)
+    else:
+      k = int(condition)
+      if not 0 <= k < len(names):  # a negative index would silently pick from the end
+        raise IndexError(f"Experiment.generate: condition index {k} not in [0, {len(names)}).")
+    if num < 1:
+      raise ValueError(f"Experiment.generate: num must be >= 1, got {num}.")
     batch = eval_lib.condition_batch(self.pops, [k], [num], np.random.default_rng(seed))
     ev = self.config.eval
     return np.asarray(jax.jit(lambda p, r, b: self.method.generate(
@@ -77,7 +98,18 @@ class Experiment:
 
 def check_config(config) -> None:
   """Cross-field checks that must fail before anything is built."""
-  t = config.train
+  t, ev = config.train, config.eval
+  for name, v in (("train.steps_per_dispatch", t.steps_per_dispatch),
+                  ("train.log_every", t.log_every), ("train.ckpt_every", t.ckpt_every),
+                  ("train.keep_checkpoints", t.keep_checkpoints),
+                  ("data.batch_size", config.data.batch_size),
+                  ("data.populations_per_batch", config.data.populations_per_batch),
+                  ("eval.num_steps", ev.num_steps), ("eval.max_samples", ev.max_samples),
+                  ("eval.chunk", ev.chunk)):
+    if v < 1:
+      raise ValueError(f"config.{name} must be >= 1, got {v}.")
+  if not 0.0 <= t.ema_decay < 1.0:
+    raise ValueError(f"config.train.ema_decay must be in [0, 1), got {t.ema_decay}.")
   for name in ("log_every", "ckpt_every", "steps"):
     if t[name] % t.steps_per_dispatch:
       raise ValueError(f"config.train.{name}={t[name]} must be a multiple of "
@@ -112,18 +144,30 @@ def parse_select(select: str) -> tuple[str, str] | None:
   return parts[0], parts[1]
 
 
-def _check_select(config, pops: Populations, method) -> None:
-  """Split and metric of `eval.select` exist (needs the dataset and method)."""
-  select = parse_select(config.eval.select)
+def _check_eval(config, pops: Populations, method) -> None:
+  """`eval` names exist (needs the dataset and method), so a typo fails before training."""
+  ev = config.eval
+  valid = sorted(set(metrics_lib.METRICS) | set(method.metrics()))
+  unknown = sorted(set(ev.metrics) - set(valid))
+  if unknown:
+    raise KeyError(f"config.eval.metrics: unknown metric(s) {unknown}; valid: {valid}.")
+  SOLVERS.get(ev.solver)  # raises listing the valid solvers
+  bad = [s for s in ev.splits if s not in SPLITS]
+  if bad:
+    raise ValueError(f"config.eval.splits: unknown split(s) {bad}; valid: {list(SPLITS)}.")
+  # Splits the data lack are skipped (the common default lists all three).
+  if not any(pops.has_split(s) for s in ev.splits):
+    raise ValueError(f"config.eval.splits={tuple(ev.splits)}: dataset {config.dataset.name!r} "
+                     f"has none of them (it has {sorted(set(pops.splits))}).")
+  select = parse_select(ev.select)
   if select is None:
     return
   split, metric = select
   if not pops.has_split(split):
-    raise ValueError(f"config.eval.select={config.eval.select!r}: dataset "
+    raise ValueError(f"config.eval.select={ev.select!r}: dataset "
                      f"{config.dataset.name!r} has no {split!r} split.")
-  valid = sorted(set(metrics_lib.METRICS) | set(method.metrics()))
   if metric not in valid:
-    raise KeyError(f"config.eval.select={config.eval.select!r}: unknown metric {metric!r}; "
+    raise KeyError(f"config.eval.select={ev.select!r}: unknown metric {metric!r}; "
                    f"valid: {valid}.")
 
 
@@ -147,7 +191,7 @@ def setup(config) -> Experiment:
   if getattr(base, "needs_sources", False) and pops.sources is None:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
-  _check_select(config, pops, method)
+  _check_eval(config, pops, method)
   unused = sorted(set(config.optim_overrides) - set(method.groups))
   if unused:
     # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
@@ -155,8 +199,12 @@ def setup(config) -> Experiment:
     logging.warning("config.optim_overrides: method %r has no parameter group(s) %s (its "
                     "groups: %s); those overrides are unused.", config.method.name, unused,
                     list(method.groups))
-  optimizers = {g: make_optimizer(**optimizer_kwargs(config, g), total_steps=config.train.steps)
-                for g in method.groups}
+  optimizers = {}
+  for g in method.groups:
+    try:
+      optimizers[g] = make_optimizer(**optimizer_kwargs(config, g), total_steps=config.train.steps)
+    except (KeyError, ValueError) as e:
+      raise type(e)(f"parameter group {g!r} (config.optim / optim_overrides.{g}): {e}") from e
   trainer = Trainer(method, optimizers, batch_size=config.data.batch_size,
                     populations_per_batch=config.data.populations_per_batch,
                     ema_decay=config.train.ema_decay)

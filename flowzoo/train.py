@@ -49,6 +49,10 @@ def make_optimizer(*, name: str = "adam", lr: float = 1e-3, schedule: str = "con
     raise KeyError(f"Unknown schedule {schedule!r}; valid: {SCHEDULES}.")
   if lr <= 0:
     raise ValueError(f"optimizer lr must be > 0, got {lr}.")
+  if grad_clip < 0:  # a negative max norm would flip the gradient's sign
+    raise ValueError(f"optimizer grad_clip must be >= 0 (0 = no clipping), got {grad_clip}.")
+  if warmup_steps < 0:
+    raise ValueError(f"optimizer warmup_steps must be >= 0, got {warmup_steps}.")
   if schedule == "exponential" and not (0 < decay_rate <= 1 and decay_steps >= 1):
     raise ValueError(f"exponential schedule needs 0 < decay_rate <= 1 and decay_steps >= 1, "
                      f"got {decay_rate} and {decay_steps}.")

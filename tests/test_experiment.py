@@ -67,6 +67,22 @@ def test_fixed_number_of_generated_samples_per_condition():
                       samples_per_condition=-1, **kw)
 
 
+def test_python_api_rejects_bad_arguments_before_running(tmp_path):
+  exp = setup(tiny_letters_config())  # steps_per_dispatch 4
+  with pytest.raises(ValueError, match=r"num_steps=3 must be a positive multiple of .*=4"):
+    exp.train(None, 3)  # would have run 0 steps
+  with pytest.raises(KeyError, match=r"unknown condition 'S_r99'; did you mean \['S_r0"):
+    exp.generate(None, "S_r99", 8)
+  with pytest.raises(IndexError, match=rf"condition index -1 not in \[0, {len(exp.pops.names)}\)"):
+    exp.generate(None, -1, 8)  # would have picked the last condition
+  with pytest.raises(ValueError, match=r"num must be >= 1, got 0"):
+    exp.generate(None, "S_r00", 0)
+  not_a_dir = tmp_path / "file"
+  not_a_dir.write_text("x")
+  with pytest.raises(NotADirectoryError, match="exists and is not a directory"):
+    Checkpointer(not_a_dir, {})
+
+
 def test_second_run_resumes_instead_of_restarting(finished_run, capsys):
   workdir, results = finished_run
   again = train_and_evaluate(tiny_letters_config(), workdir)
@@ -128,6 +144,24 @@ def test_optimizer_overrides_per_group_inherit_unset_fields(caplog):
     ({"eval.select": "validation/w2"}, ValueError, r"has no 'validation' split"),
     ({"eval.select": "heldout/w3"}, KeyError, r"unknown metric 'w3'; valid: \['energy'"),
     ({"train.keep_checkpoints": 1}, ValueError, r"keeps only the last 1 of the 2 saved"),
+    # Each of these used to fail deep inside jit, after training, or not at all.
+    ({"data.batch_size": 0}, ValueError, r"data.batch_size must be >= 1, got 0"),
+    ({"data.populations_per_batch": 0}, ValueError, r"populations_per_batch must be >= 1"),
+    ({"train.steps_per_dispatch": 0}, ValueError, r"steps_per_dispatch must be >= 1"),
+    ({"train.keep_checkpoints": 0}, ValueError, r"keep_checkpoints must be >= 1"),
+    ({"train.ema_decay": 1.5}, ValueError, r"ema_decay must be in \[0, 1\), got 1.5"),
+    ({"eval.num_steps": 0}, ValueError, r"eval.num_steps must be >= 1"),
+    ({"eval.max_samples": 0}, ValueError, r"eval.max_samples must be >= 1"),
+    ({"eval.chunk": 0}, ValueError, r"eval.chunk must be >= 1"),
+    ({"eval.metrics": ("w1", "wasserstein")}, KeyError,
+     r"eval.metrics: unknown metric\(s\) \['wasserstein'\]; valid: \['energy'"),
+    ({"eval.solver": "rk45"}, KeyError, r"Unknown solver 'rk45'.*Valid solver names:.*euler"),
+    ({"eval.splits": ("train", "helduot")}, ValueError, r"unknown split\(s\) \['helduot'\]"),
+    ({"eval.splits": ("validation",)}, ValueError, r"has none of them \(it has \['heldout'"),
+    ({"optim.grad_clip": -1.0}, ValueError, r"group 'velocity'.*grad_clip must be >= 0"),
+    ({"optim.warmup_steps": -5}, ValueError, r"warmup_steps must be >= 0"),
+    ({"model.hidden": (-4,)}, ValueError, r"mlp: hidden widths must be >= 1, got \(-4,\)"),
+    ({"model.dropout": 1.5}, ValueError, r"mlp: dropout must be in \[0, 1\), got 1.5"),
 ])
 def test_bad_config_fails_before_compiling(override, error, match):
   with pytest.raises(error, match=match):

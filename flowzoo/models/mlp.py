@@ -55,6 +55,10 @@ class MLP(nn.Module):
     check_call(t, x_t, cond)
     if self.conditioning not in ("concat", "film"):
       raise ValueError(f"mlp: conditioning must be 'concat' or 'film', got {self.conditioning!r}.")
+    if any(int(w) < 1 for w in self.hidden):
+      raise ValueError(f"mlp: hidden widths must be >= 1, got {tuple(self.hidden)}.")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"mlp: dropout must be in [0, 1), got {self.dropout}.")
     if self.residual and len(set(self.hidden)) > 1:
       raise ValueError(f"mlp: residual=True needs equal hidden widths, got {tuple(self.hidden)}.")
     act = activation(self.act)
