@@ -71,7 +71,10 @@ def assign_splits(compounds: Sequence[str], split: str | Sequence[str] = "cellfl
     compounds: the screen's compound names (controls included).
     split: "cellflux" or "impa" (named held-out lists), "random" (a seeded
       `heldout_fraction` of the treated compounds), "none", or an explicit
-      list of held-out compounds.
+      list of held-out compounds, as a sequence or as one string separated
+      by ";" (the config field is a string, so that is the command-line form:
+      `--config.dataset.split='taxol;AZ138'`; ";" because chemical names
+      contain commas).
     num_validation: train compounds moved to "validation" (seeded), e.g. for
       checkpoint selection without looking at the held-out compounds.
     splits_dir: if set, named lists are read from the original config files
@@ -91,9 +94,12 @@ def assign_splits(compounds: Sequence[str], split: str | Sequence[str] = "cellfl
     wanted = list(np.random.default_rng([seed, 0]).choice(treated, n_held, replace=False))
   elif isinstance(split, str) and split == "none":
     wanted = []
+  elif isinstance(split, str) and ";" in split:
+    wanted = [c.strip() for c in split.split(";") if c.strip()]
   elif isinstance(split, str):
     raise ValueError(f"Unknown split {split!r}; use one of {sorted(NAMED_HELDOUT)}, "
-                     "'random', 'none', or a list of held-out compounds.")
+                     "'random', 'none', or a list of held-out compounds (a sequence, or one "
+                     "string separated by ';').")
   else:
     wanted = list(split)
   unknown = [c for c in wanted if desc_lib.normalize_name(c) not in by_key]

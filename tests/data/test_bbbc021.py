@@ -93,6 +93,15 @@ def test_split_errors_list_the_problem():
     B.assign_splits(names, ["taxol", "aspirin"])
   with pytest.raises(ValueError, match="Unknown split 'cellflx'"):
     B.assign_splits(names, "cellflx")
+  with pytest.raises(ValueError, match=r"\['aspirin'\] that are not treated compounds"):
+    B.assign_splits(names, "taxol; aspirin")
+
+
+def test_split_list_as_one_string_from_the_command_line():
+  names = list(COMPOUND_MOA)
+  a = B.assign_splits(names, "taxol; AZ138;")
+  assert a == B.assign_splits(names, ["taxol", "AZ138"])
+  assert sorted(c for c, s in a.items() if s == "heldout") == ["AZ138", "taxol"]
   with pytest.raises(ValueError, match="num_validation=40"):
     B.assign_splits(names, "cellflux", num_validation=40)
 
