@@ -236,9 +236,16 @@ def populations_from_rows(features: np.ndarray, meta: pd.DataFrame, *, source: s
     raise ValueError(f"{source}: no descriptor for compound(s) {missing} in {descriptors}.")
   keep = np.array([c in found for c in compound])
   names = [c for c in names if c in found]
-  labels = assign_splits(names, split, heldout_fraction=heldout_fraction,
-                         num_validation=num_validation, seed=split_seed,
-                         splits_dir=splits_dir, controls=controls)
+  try:
+    labels = assign_splits(names, split, heldout_fraction=heldout_fraction,
+                           num_validation=num_validation, seed=split_seed,
+                           splits_dir=splits_dir, controls=controls)
+  except ValueError as e:
+    if not missing:
+      raise
+    # A held-out compound that the descriptor table lacks was dropped above.
+    raise ValueError(f"{e} Dropped earlier for having no descriptor in {descriptors}: "
+                     f"{missing}.") from e
   y_of = {c: desc_lib.transform_descriptors(found[c], descriptor_transform) for c in names}
   if descriptor_components:
     pca = fit_pca(np.stack([y_of[c] for c in names if labels[c] == "train"]), descriptor_components)

@@ -27,7 +27,8 @@ class MLP(nn.Module):
   """MLP on [x_t, Fourier(t), embed(cond)], optionally residual with layer norm.
 
   Attributes:
-    hidden: widths of the hidden layers.
+    hidden: widths of the hidden layers, each >= 1; () is allowed and gives a
+      velocity affine in (x_t, time features, condition embedding), a baseline.
     act: activation name (see `embeddings.ACTIVATIONS`).
     dropout: dropout rate after each hidden activation.
     time_frequencies: number of Fourier frequencies for t.

@@ -57,6 +57,10 @@ def test_wells_by_dose_appends_log_dose_and_reduces(wells):
           if s == "heldout"} == set(B.IMPA_HELDOUT)
   with pytest.raises(ValueError, match="no descriptor for compound.*AZ-A"):
     B.bbbc021_wells(str(wells / WELLS), str(wells / FP), missing_descriptors="error")
+  # Holding out a compound that was dropped for lacking a descriptor says why.
+  with pytest.raises(ValueError, match=r"\['AZ-A'\] that are not treated.*Dropped earlier for "
+                                       r"having no descriptor.*'AZ-A'"):
+    B.bbbc021_wells(str(wells / WELLS), str(wells / FP), split="taxol;AZ-A")
 
 
 def test_split_constants_equal_the_original_files(wells):
