@@ -99,6 +99,8 @@ def test_split_errors_list_the_problem():
     B.assign_splits(names, "cellflx")
   with pytest.raises(ValueError, match=r"\['aspirin'\] that are not treated compounds"):
     B.assign_splits(names, "taxol; aspirin")
+  with pytest.raises(ValueError, match="num_validation=40"):
+    B.assign_splits(names, "cellflux", num_validation=40)
 
 
 def test_split_list_as_one_string_from_the_command_line():
@@ -106,8 +108,6 @@ def test_split_list_as_one_string_from_the_command_line():
   a = B.assign_splits(names, "taxol; AZ138;")
   assert a == B.assign_splits(names, ["taxol", "AZ138"])
   assert sorted(c for c, s in a.items() if s == "heldout") == ["AZ138", "taxol"]
-  with pytest.raises(ValueError, match="num_validation=40"):
-    B.assign_splits(names, "cellflux", num_validation=40)
 
 
 # ---------------------------------------------------------------- files written here
