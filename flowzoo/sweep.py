@@ -192,11 +192,17 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
   if reference is not None and reference not in [p.name for p in points]:
     raise ValueError(f"reference point {reference!r} is not in the grid "
                      f"{[p.name for p in points]}.")
-  # Build every point's config first: a bad override fails before any training.
+  # Build and check every point's config first: a bad override or value fails
+  # before any training, not after the points before it have run.
+  from flowzoo.experiment import check_config  # pylint: disable=import-outside-toplevel
   configs = {}
   for p in points:
     for s in seeds:
       configs[p.name, s] = apply_overrides(config, dict(p.overrides, seed=s))
+      try:
+        check_config(configs[p.name, s])
+      except ValueError as e:
+        raise ValueError(f"sweep point {p.name!r} (seed {s}): {e}") from e
   metrics = tuple(metrics or config.eval.metrics)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,8 @@ def test_run_sweep_rejects_bad_grids(tmp_path):
     sweep_lib.run_sweep(c, [("a", {}), ("a", {})], tmp_path)
   with pytest.raises(KeyError, match="hiden"):  # before any training
     sweep_lib.run_sweep(c, [("a", {}), ("b", {"model.hiden": 1})], tmp_path)
+  with pytest.raises(ValueError, match=r"sweep point 'b' \(seed 0\): .*ema_decay must be in"):
+    sweep_lib.run_sweep(c, [("a", {}), ("b", {"train.ema_decay": 1.0})], tmp_path)
   with pytest.raises(ValueError, match="reference"):
     sweep_lib.run_sweep(c, [("a", {})], tmp_path, reference="cfm")
   with pytest.raises(ValueError, match="file name"):
