@@ -77,6 +77,11 @@ def check_samples_per_condition(n: int) -> None:
                      f"population), got {n}.")
 
 
+def valid_metrics(method) -> list[str]:
+  """Metric names `evaluate` accepts for `method`: `metrics.METRICS` plus `method.metrics()`."""
+  return sorted(set(metrics_lib.METRICS) | set(method.metrics()))
+
+
 def evaluate(method, params, pops: Populations, rng: jax.Array, *,
              splits: Sequence[str], solver: str = "euler", num_steps: int = 32,
              guidance: float = 1.0, metric_names: Sequence[str] = ("w1", "w2", "mmd", "energy"),
@@ -100,10 +105,9 @@ def evaluate(method, params, pops: Populations, rng: jax.Array, *,
   """
   check_samples_per_condition(samples_per_condition)
   structured = method.metrics()  # state-space metrics: fn(fake, real, fake_mask, real_mask)
-  unknown = sorted(set(metric_names) - set(metrics_lib.METRICS) - set(structured))
+  unknown = sorted(set(metric_names) - set(valid_metrics(method)))
   if unknown:
-    raise KeyError(f"Unknown metric(s) {unknown}; valid: "
-                   f"{sorted(set(metrics_lib.METRICS) | set(structured))}.")
+    raise KeyError(f"Unknown metric(s) {unknown}; valid: {valid_metrics(method)}.")
   gen = Generator(method, solver=solver, num_steps=num_steps, guidance=guidance, chunk=chunk)
   np_rng = np.random.default_rng(seed)
   results = {m: {} for m in metric_names}

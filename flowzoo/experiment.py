@@ -20,7 +20,6 @@ import numpy as np
 
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
-from flowzoo import metrics as metrics_lib
 from flowzoo import plots
 from flowzoo.checkpoint import RESUME_SAFE, Checkpointer
 from flowzoo.data.populations import SPLITS, Packed, Populations, pack
@@ -147,7 +146,7 @@ def parse_select(select: str) -> tuple[str, str] | None:
 def _check_eval(config, pops: Populations, method) -> None:
   """`eval` names exist (needs the dataset and method), so a typo fails before training."""
   ev = config.eval
-  valid = sorted(set(metrics_lib.METRICS) | set(method.metrics()))
+  valid = eval_lib.valid_metrics(method)
   unknown = sorted(set(ev.metrics) - set(valid))
   if unknown:
     raise KeyError(f"config.eval.metrics: unknown metric(s) {unknown}; valid: {valid}.")

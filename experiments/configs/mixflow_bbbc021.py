@@ -105,7 +105,7 @@ def get_config(arg: str | None = None):
     c.eval.samples_per_condition = 500
     c.compare.note = (f"DATA: real BBBC021 well-level CellProfiler profiles "
                       f"({c.dataset.path}); descriptors {c.dataset.descriptors}.")
-  if not arg.startswith("wells"):
+  else:
     # Generate as many cells per compound as the metrics use (the general
     # default generates as many as the real 256): with 256 generated cells two
     # draws of one checkpoint differ by up to ~4 % per seed, as much as most
