@@ -11,15 +11,13 @@ mixflow_bbbc021.py: "baseline", "modes", "pca_dim"). Each point runs in
 """
 
 import sys
-from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
+_CONFIG = cli.define_config_flag()
 _SWEEP = flags.DEFINE_string("sweep", None, "Name of a grid in the config module's sweeps().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep's runs.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds, e.g. 0,1,2 (default: config.compare.seeds or 0).")
@@ -32,25 +30,13 @@ flags.mark_flags_as_required(["config", "sweep", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.quiet_logging()
   from flowzoo.sweep import run_named  # after flag parsing: faster --help
   seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else None
   run_named(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]), _SWEEP.value,
             _WORKDIR.value, seeds=seeds, split=_SPLIT.value, overwrite=_OVERWRITE.value)
 
 
-def _rewrite_argv(argv: list[str]) -> list[str]:
-  """A bare `--config=name.py[:arg]` resolves in experiments/configs (as experiments.run)."""
-  out = []
-  for a in argv:
-    if a.startswith("--config="):
-      path, sep, arg = a[len("--config="):].partition(":")
-      if not Path(path).exists() and (CONFIG_DIR / path).exists():
-        path = str(CONFIG_DIR / path)
-      a = f"--config={path}{sep}{arg}"
-    out.append(a)
-  return out
-
-
 if __name__ == "__main__":
-  sys.argv = _rewrite_argv(sys.argv)
+  sys.argv = cli.rewrite_argv(sys.argv)
   app.run(main)

@@ -191,7 +191,8 @@ def setup(config) -> Experiment:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
   _check_eval(config, pops, method)
-  unused = sorted(set(config.optim_overrides) - set(method.groups))
+  unused = sorted(g for g in set(config.optim_overrides) - set(method.groups)
+                  if any(v is not None for v in config.optim_overrides[g].values()))
   if unused:
     # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
     # has no base parameters, and must keep working as one config line.

@@ -201,6 +201,10 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
       configs[p.name, s] = apply_overrides(config, dict(p.overrides, seed=s))
       try:
         check_config(configs[p.name, s])
+        if split not in configs[p.name, s].eval.splits:  # its table column would be nan
+          raise ValueError(f"the tabulated split {split!r} is not evaluated (eval.splits = "
+                           f"{tuple(configs[p.name, s].eval.splits)}); pass --split=... or "
+                           f"add it to eval.splits.")
       except ValueError as e:
         raise ValueError(f"sweep point {p.name!r} (seed {s}): {e}") from e
   metrics = tuple(metrics or config.eval.metrics)

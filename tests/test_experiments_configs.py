@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
-from ml_collections import config_flags
+
+from experiments import cli
 
 from flowzoo.bases.gaussian import Gaussian
 from flowzoo.bases.mixture import GMM
@@ -20,7 +21,7 @@ from flowzoo.experiment import setup
 from flowzoo.methods.mixflow import MixFlow
 from flowzoo import sweep as sweep_lib
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIG_DIR = cli.CONFIG_DIR
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
 
 # Applied where the config has the field: seconds instead of minutes.
@@ -59,8 +60,7 @@ def _config(name, variant="runlocal", argv=()):
   argv = ["prog", f"--config={CONFIG_DIR / name}:{variant}", *argv]
   fv = flags.FlagValues()
   # sys_argv: override flags are declared from the argv, as in experiments.run.
-  config_flags.DEFINE_config_file("config", None, "config", flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
+  cli.define_config_flag(flag_values=fv, sys_argv=argv)
   fv(argv)
   return fv.config
 
@@ -94,6 +94,33 @@ def test_base_gaussian_from_the_cli_is_vanilla_cfm(name):
   # Everything else is identical: same network, coupling, optimizer, schedule.
   a, b = mix.config.to_dict(), cfm.config.to_dict()
   assert {k: v for k, v in a.items() if k != "base"} == {k: v for k, v in b.items() if k != "base"}
+
+
+def test_cli_swap_accepts_the_new_components_own_fields():
+  # The file holds only the MLP's fields; the swap comes first, so the U-Net's
+  # own knobs (and its defaults) are settable on the same command line.
+  c = _config("mixflow_bbbc021.py", argv=["--config.model.base_channels=8",
+                                          "--config.model.name=unet",
+                                          "--config.coupling.name", "sinkhorn",
+                                          "--config.coupling.epsilon=0.05"])
+  assert c.model.name == "unet" and c.model.base_channels == 8
+  assert tuple(c.model.channel_mult) == (1, 2, 2)  # UNet default written in
+  assert c.coupling.name == "sinkhorn" and c.coupling.epsilon == 0.05
+  with pytest.raises(AttributeError, match="base_channel"):  # still locked: typos fail
+    _config("mixflow_bbbc021.py", argv=["--config.model.name=unet",
+                                        "--config.model.base_channel=8"])
+  with pytest.raises(flags.IllegalFlagValueError, match="Unknown model 'unett'.*unet"):
+    _config("mixflow_bbbc021.py", argv=["--config.model.name=unett"])
+
+
+def test_cli_optimizer_overrides_for_every_group():
+  from flowzoo.experiment import optimizer_kwargs  # pylint: disable=import-outside-toplevel
+  c = _config("cfm_letters.py", argv=["--config.optim_overrides.velocity.lr=3e-4"])
+  assert optimizer_kwargs(c, "velocity")["lr"] == 3e-4
+  assert optimizer_kwargs(c, "velocity")["b1"] == c.optim.b1  # unset fields inherit
+  c = _config("mixflow_letters.py", argv=["--config.optim_overrides.velocity.lr=3e-4"])
+  assert optimizer_kwargs(c, "velocity")["lr"] == 3e-4
+  assert optimizer_kwargs(c, "base")["lr"] == c.optim_overrides.base.lr != 3e-4
 
 
 @pytest.mark.parametrize("variant", ["", "runlocal", "wells", "wells_runlocal", "pca"])

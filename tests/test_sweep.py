@@ -109,6 +109,8 @@ def test_run_sweep_rejects_bad_grids(tmp_path):
     sweep_lib.run_sweep(c, [("a", {}), ("b", {"train.ema_decay": 1.0})], tmp_path)
   with pytest.raises(ValueError, match="reference"):
     sweep_lib.run_sweep(c, [("a", {})], tmp_path, reference="cfm")
+  with pytest.raises(ValueError, match=r"sweep point 'a' .*split 'train' is not evaluated"):
+    sweep_lib.run_sweep(c, [("a", {})], tmp_path, split="train")  # a table of nan
   with pytest.raises(ValueError, match="file name"):
     sweep_lib.run_sweep(c, [("a/b", {})], tmp_path)
   assert not any(tmp_path.iterdir())

@@ -19,8 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.coupling = dict(name="independent")
   c.optim = dict(name="adam", lr=1e-3, schedule="constant", warmup_steps=0, grad_clip=1.0,
                  weight_decay=0.0, b1=0.9, b2=0.999, decay_rate=0.97, decay_steps=1000)
-  # Per parameter group (e.g. MixFlow's "base") overrides of `optim` fields.
-  c.optim_overrides = ml_collections.ConfigDict()
+  # Per parameter group overrides of `optim` fields. Both groups any method
+  # here has are declared (every method: "velocity"; MixFlow: "base"), so
+  # `--config.optim_overrides.<group>.lr=...` works on every config; a group
+  # the method lacks is ignored with a warning (experiment.setup).
+  c.optim_overrides = dict(velocity={}, base={})
   c.train = dict(steps=10_000, steps_per_dispatch=100, log_every=500, ckpt_every=2_000,
                  keep_checkpoints=2, ema_decay=0.999)
   c.eval = dict(splits=("train", "validation", "heldout"), solver="euler", num_steps=32,
