@@ -62,13 +62,17 @@ class Checkpointer:
     config_dict: the resolved config as a JSON-able dict.
     keep: how many checkpoints to keep.
     overwrite: delete existing checkpoints of a different config instead of refusing.
+    outputs: glob patterns (relative to `workdir`) of the files the run
+      derives from its checkpoints (metrics, evaluation, plots); `overwrite`
+      deletes them with the checkpoints, so no file mixes two runs.
     resume_safe: dotted config prefixes that may differ from the stored
       config (default `RESUME_SAFE`; runs add their dataset's
       evaluation-only fields, `build.evaluation_only_keys`).
   """
 
   def __init__(self, workdir: str | Path, config_dict: dict, *, keep: int = 3,
-               overwrite: bool = False, resume_safe: Sequence[str] = RESUME_SAFE):
+               overwrite: bool = False, resume_safe: Sequence[str] = RESUME_SAFE,
+               outputs: Sequence[str] = ()):
     self.workdir = Path(workdir)
     if self.workdir.exists() and not self.workdir.is_dir():
       raise NotADirectoryError(f"workdir {str(self.workdir)!r} exists and is not a directory.")
@@ -90,8 +94,17 @@ class Checkpointer:
           raise ValueError(
               f"{self.workdir} holds checkpoints of a different config (differs in: "
               f"{', '.join(shown)}{' ...' if len(diff) > 10 else ''}). "
-              "Use another --workdir, or pass --overwrite to discard them.")
+              + ("train.steps shapes the whole run (cosine and warm-up schedules, "
+                 "MixFlow's planner phases), so a longer run is a new run, not a "
+                 "continuation. "
+                 if "train.steps" in diff else "")
+              + "Use another --workdir, or pass --overwrite to discard them.")
         shutil.rmtree(ckpt_dir)
+        for path in (p for pattern in outputs for p in self.workdir.glob(pattern)):
+          if path.is_dir():
+            shutil.rmtree(path)
+          else:
+            path.unlink()
     tmp = cfg_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True, default=str))
     tmp.replace(cfg_path)  # atomic

@@ -213,11 +213,18 @@ def setup(config) -> Experiment:
                     trainer.replicate(jnp.asarray(train_ids, jnp.int32)))
 
 
+# What a run writes besides config.json and checkpoints/ (see train_and_evaluate).
+RUN_OUTPUTS = ("train_metrics.jsonl", "tensorboard", "eval.json", "samples.npz",
+               "selection.json", "*_real_vs_generated.png", "*_flow.png")
+
+
 def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) -> dict:
   """Trains (resuming from `workdir` if possible), evaluates and writes outputs.
 
   Writes to `workdir`: config.json, checkpoints/, train_metrics.jsonl,
-  tensorboard/, eval.json, samples.npz and, for 2-D data, PNG plots.
+  tensorboard/, eval.json, samples.npz, selection.json (with eval.select)
+  and, for 2-D data, PNG plots. `overwrite` (a workdir holding another
+  config's run) deletes that run's checkpoints and these outputs first.
 
   Returns:
     the evaluation results (metric -> split -> mean / per_condition).
@@ -229,12 +236,13 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
   ckpt = Checkpointer(workdir, build_lib.resolved(config).to_dict(),
                       keep=config.train.keep_checkpoints, overwrite=overwrite,
-                      resume_safe=RESUME_SAFE + build_lib.evaluation_only_keys(config))
+                      resume_safe=RESUME_SAFE + build_lib.evaluation_only_keys(config),
+                      outputs=RUN_OUTPUTS)
   state = restore_or_init(exp, ckpt)
   t = config.train
   start = int(state.step)
   rng = jax.random.key(config.seed + 1)
-  writer, progress = MetricWriter(workdir), Progress(t.steps, start)
+  writer, progress = MetricWriter(workdir, start), Progress(t.steps, start)
   try:
     step = start
     while step < t.steps:

@@ -12,11 +12,23 @@ import numpy as np
 
 
 class MetricWriter:
-  """Appends scalar metrics to `train_metrics.jsonl` and TensorBoard events."""
+  """Appends scalar metrics to `train_metrics.jsonl` and TensorBoard events.
 
-  def __init__(self, workdir: str | Path):
+  Args:
+    workdir: run directory.
+    start_step: the step training resumes from. Rows logged after it by an
+      interrupted run are dropped, since the resumed run logs those steps again.
+  """
+
+  def __init__(self, workdir: str | Path, start_step: int = 0):
     from tensorboardX import SummaryWriter  # small, no TensorFlow needed
     self.path = Path(workdir) / "train_metrics.jsonl"
+    if self.path.exists():
+      rows = [r for r in self.path.read_text().splitlines()
+              if r.strip() and json.loads(r)["step"] <= start_step]
+      tmp = self.path.with_suffix(".jsonl.tmp")
+      tmp.write_text("".join(r + "\n" for r in rows))
+      tmp.replace(self.path)  # atomic: a crash here keeps the old file
     self._jsonl = self.path.open("a")
     self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 

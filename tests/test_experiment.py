@@ -231,3 +231,45 @@ def test_guard_names_fields_missing_from_an_older_run(tmp_path):
   with pytest.raises(ValueError, match=r"differs in: model.act \(not in the stored config\), "
                                        r"model.retired_knob \(only in the stored config\)\)"):
     Checkpointer(tmp_path, config.to_dict())
+
+
+def test_overwrite_discards_the_old_runs_outputs(tmp_path):
+  """--overwrite leaves no file mixing two runs; files that are not run outputs stay."""
+  from flowzoo.experiment import RUN_OUTPUTS  # pylint: disable=import-outside-toplevel
+  config = tiny_letters_config()
+  old = dict(json.loads(json.dumps(config.to_dict(), default=str)), seed=123)
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  (tmp_path / "checkpoints" / "8").mkdir(parents=True)
+  (tmp_path / "tensorboard").mkdir()
+  (tmp_path / "tensorboard" / "events.out").write_text("old")
+  for name in ("train_metrics.jsonl", "eval.json", "samples.npz", "heldout_flow.png",
+               "notes.txt"):
+    (tmp_path / name).write_text("old")
+  Checkpointer(tmp_path, config.to_dict(), overwrite=True, outputs=RUN_OUTPUTS).close()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "config.json",
+                                                        "notes.txt"]
+  assert json.loads((tmp_path / "config.json").read_text())["seed"] == config.seed
+
+
+def test_resumed_metrics_drop_rows_after_the_checkpoint(tmp_path):
+  """An interrupted run logged step 12 after its last checkpoint (8): resuming logs it again."""
+  from flowzoo.writers import MetricWriter  # pylint: disable=import-outside-toplevel
+  writer = MetricWriter(tmp_path)
+  for step in (4, 8, 12):
+    writer.write(step, {"loss": float(step)})
+  writer.close()
+  writer = MetricWriter(tmp_path, start_step=8)
+  writer.write(12, {"loss": -1.0})
+  writer.close()
+  rows = [json.loads(r) for r in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["loss"]) for r in rows] == [(4, 4.0), (8, 8.0), (12, -1.0)]
+
+
+def test_guard_explains_why_more_steps_is_a_new_run(tmp_path):
+  config = tiny_letters_config()
+  stored = json.loads(json.dumps(config.to_dict(), default=str))
+  stored["train"]["steps"] = 4
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+  with pytest.raises(ValueError, match=r"differs in: train.steps\).*a longer run is a new run"):
+    Checkpointer(tmp_path, config.to_dict())
