@@ -35,16 +35,17 @@ from flowzoo.registry import COUPLINGS
 class EntropicMap:
   """Out-of-sample entropic OT map between two weighted / masked point clouds.
 
-  Args: as `Sinkhorn` (no `pairs`); defaults are WFM's (Appendix E.2,
-    epsilon 0.002 and 200 iterations) on the mean-scaled cost.
+  Args: as `Sinkhorn` (no `pairs`); defaults epsilon 0.01 and up to 1000
+    iterations on the mean-scaled cost, not WFM's 0.002 and 200 (App. E.2),
+    which do not converge on it (see `RoundedMatching`).
 
   Call `transport(x0, x1, ...)` (also `__call__`) for the mapped points.
   """
 
   is_map = True  # not an index coupling: methods must not call it as (rng, x0, x1).
 
-  def __init__(self, *, epsilon: float = 0.002, relative_epsilon: str | None = None,
-               scale_cost: float | str | None = "mean", max_iterations: int = 200,
+  def __init__(self, *, epsilon: float = 0.01, relative_epsilon: str | None = None,
+               scale_cost: float | str | None = "mean", max_iterations: int = 1000,
                threshold: float = 1e-3, inner_iterations: int = 10, lse_mode: bool = True,
                tau_a: float = 1.0, tau_b: float = 1.0, cost_fn: Callable | None = None):
     self.opts = plans.make_options(

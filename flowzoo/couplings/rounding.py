@@ -69,16 +69,18 @@ class RoundedMatching(Sinkhorn):
   """Sinkhorn plan rounded to a one-to-one matching (WFM Appendix A.1 and C).
 
   Same arguments as `Sinkhorn` except `pairs` (always "round"); the defaults
-  are WFM's (Appendix E.2): epsilon 0.002 and 200 iterations, here on the
-  mean-scaled cost (with the raw cost, eps = 0.002 does not converge in 200
-  iterations on typical data; see ENVIRONMENT.md). Needs n == m; returns
+  are not WFM's (Appendix E.2: epsilon 0.002, 200 iterations): on the
+  mean-scaled cost used here those do not converge, and the rounded matching
+  is 33-59 % above the exact OT cost (2-D Gaussians, n = 64-1024). epsilon
+  0.01 with up to 1000 iterations converges (threshold 1e-3; Sinkhorn stops
+  there) within 1.5 % of it. Needs n == m; returns
   `i = arange(n)` and a permutation `j`.
   """
 
   _who = "rounded_matching"
 
-  def __init__(self, *, epsilon: float = 0.002, relative_epsilon: str | None = None,
-               scale_cost: float | str | None = "mean", max_iterations: int = 200,
+  def __init__(self, *, epsilon: float = 0.01, relative_epsilon: str | None = None,
+               scale_cost: float | str | None = "mean", max_iterations: int = 1000,
                threshold: float = 1e-3, inner_iterations: int = 10, lse_mode: bool = True,
                tau_a: float = 1.0, tau_b: float = 1.0, cost_fn=None):
     super().__init__(epsilon=epsilon, relative_epsilon=relative_epsilon, scale_cost=scale_cost,

@@ -24,9 +24,10 @@ Sources:
 Coordinates are standardised with one global shift and scale (mean and
 standard deviation of all real points of the dataset, not per cloud), so
 shapes keep their relative positions and sizes. The source clouds of
-`gaussian_clouds` are centred at 0, and entropic OT at WFM's epsilon = 0.002
-(on the mean-scaled cost) converges when clouds overlap like this; with raw
-pixel coordinates (a shift of ~14 px on MNIST) it does not.
+`gaussian_clouds` are centred at 0, so source and target clouds overlap and
+entropic OT on the mean-scaled cost converges at the project's epsilon (0.01,
+`RoundedMatching`); with raw pixel coordinates (a shift of ~14 px on MNIST)
+it does not.
 """
 
 from __future__ import annotations
