@@ -18,7 +18,14 @@ from flowzoo.registry import BASES
 
 @BASES.register("empirical")
 class Empirical(Base):
-  """x0 = control sample of the row's condition (+ sigma * noise)."""
+  """x0 = control sample of the row's condition (+ noise * N(0, I)).
+
+  The noise is added to every row, in training and at generation alike.
+  CellFlux (Eq. 5, App. C) adds it in training only, to a row with
+  probability p_e = 0.5; that variant is not implemented (the base does not
+  know whether it is sampled for training: `CFM` passes `train=False` both
+  times, `train` meaning dropout), and no config here uses this base's noise.
+  """
 
   needs_sources = True
 

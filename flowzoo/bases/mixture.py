@@ -28,6 +28,8 @@ inside one jitted step (Algorithm 1, lines 11-15).
 
 from __future__ import annotations
 
+import logging
+
 import math
 from typing import Sequence
 
@@ -213,6 +215,11 @@ class GMM(Base):
         raise ValueError("gmm.init_from_data: data_init='per_condition' needs `groups` [N].")
       groups = np.asarray(groups)
       labels = np.unique(groups)
+      if self.num_modes != len(labels):  # e.g. `letters` overridden, num_modes not
+        logging.warning("gmm: data_init='per_condition' with num_modes=%d for %d training "
+                        "conditions; modes are assigned round-robin (MixFlow §5.1 uses one "
+                        "mode per condition: set base.num_modes=%d).", self.num_modes,
+                        len(labels), len(labels))
       # Mode i <- a sample of the (i mod G)-th training condition (§5.1 uses I = G).
       centres = np.stack([x[rs.choice(np.flatnonzero(groups == labels[i % len(labels)]))]
                           for i in range(self.num_modes)])

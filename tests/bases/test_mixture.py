@@ -114,7 +114,7 @@ def test_dropout_switch_traced_without_retracing(rng):
     gmm.mixture(params, batch, dropout=True)
 
 
-def test_init_from_data(rng):
+def test_init_from_data(rng, caplog):
   rs = np.random.default_rng(0)
   truth = np.array([[-5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
   groups = np.repeat(np.arange(3), 200)
@@ -134,6 +134,10 @@ def test_init_from_data(rng):
   assert np.all(np.linalg.norm(centres - truth, axis=1) < 0.5)  # mode i from condition i
   assert np.any(np.all(np.abs(x[groups == 0] - centres[0]) < 1e-5, axis=1))  # a real sample
   np.testing.assert_array_equal(p0["params"]["centres"], free.init(rng, batch)["params"]["centres"])
+  six = GMM(event_shape=(D,), num_modes=6, means="free", data_init="per_condition")
+  with caplog.at_level("WARNING"):  # e.g. `letters` changed but not num_modes
+    six.init_from_data(six.init(rng, batch), x, groups)
+  assert "num_modes=6 for 3 training conditions" in caplog.text
   with pytest.raises(ValueError, match="needs `groups`"):
     free.init_from_data(p0, x)
   with pytest.raises(ValueError, match="features"):
