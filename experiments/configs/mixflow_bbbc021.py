@@ -23,6 +23,7 @@ variant at your files:
         --config.dataset.path=/data/BBBC021_feature_selected_mad_robustize.csv \
         --config.dataset.descriptors=/data/emb_fp.csv
     python -m experiments.run --config=mixflow_bbbc021.py --workdir=DIR --config.compare.sweep=''  # MixFlow only
+    python -m experiments.sweep --config=mixflow_bbbc021.py --sweep=methods --workdir=DIR  # + CellFlux
     python -m experiments.sweep --config=mixflow_bbbc021.py --sweep=modes --workdir=DIR  # Fig. 3a
     python -m experiments.sweep --config=mixflow_bbbc021.py:pca --sweep=pca_dim --workdir=DIR  # Fig. 3b
 
@@ -119,9 +120,12 @@ def get_config(arg: str | None = None):
 
 def sweeps() -> dict:
   """Named grids for `experiments.sweep` / `compare.sweep` (name -> overrides)."""
+  from experiments.configs import cellflux_bbbc021  # pylint: disable=import-outside-toplevel
   cfm = {"base.name": "gaussian"}
   return {
       "baseline": [("mixflow", {}), ("cfm", cfm)],
+      # CellFlux (control cells as the source, CFG, noise augmentation) beside them.
+      "methods": [("mixflow", {}), ("cfm", cfm), ("cellflux", cellflux_bbbc021.overrides())],
       "modes": [(f"I{i}", {"base.num_modes": i}) for i in (1, 2, 5, 10, 20)],
       "pca_dim": [(f"{m}_pca{d}", dict(o, **{"dataset.pca_components": d}))
                   for d in (50, 100, 200, 500)

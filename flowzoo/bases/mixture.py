@@ -29,7 +29,6 @@ inside one jitted step (Algorithm 1, lines 11-15).
 from __future__ import annotations
 
 import logging
-
 import math
 from typing import Sequence
 

@@ -1,9 +1,12 @@
-"""Conditional flow matching (MixFlow Eq. 5; PRiMeFlow Algorithm 1).
+"""Conditional flow matching (MixFlow Eq. 5; PRiMeFlow Algorithm 1; CellFlux §3).
 
 Loss: E_t E_(x0, x1) || v_theta(t, x_t; y) - (x1 - x0) ||^2 with
 x_t ~ N((1 - t) x0 + t x1, sigma^2 I), (x0, x1) from the coupling, and y
 replaced by the null condition with probability `p_uncond` so that one network
-gives both v_c and v_u for classifier-free guidance.
+gives both v_c and v_u for classifier-free guidance. CellFlux's noise
+augmentation (Eq. 5) perturbs a training source sample with probability
+`source_noise_prob`: x0 <- x0 + source_noise * eps; generation starts from the
+base's own samples.
 """
 
 from __future__ import annotations
@@ -69,17 +72,27 @@ class CFM(Method):
     sigma: constant path noise (PRiMeFlow Algorithm 1); 0 = straight paths.
     p_uncond: probability of the null condition in training (0 disables CFG).
     group_coupling: pair only within a condition (`batch["group"]`).
+    source_noise: std of CellFlux's training-time noise on x0 (Eq. 5; its
+      Algorithm 1 uses N(0, I), i.e. 1.0); 0 disables it.
+    source_noise_prob: probability p_e that a row's x0 is perturbed
+      (CellFlux App. C: 0.5).
   """
 
   def __init__(self, *, model, base, coupling, sigma: float = 0.0, p_uncond: float = 0.0,
-               group_coupling: bool = True):
+               group_coupling: bool = True, source_noise: float = 0.0,
+               source_noise_prob: float = 0.5):
     if sigma < 0:
       raise ValueError(f"cfm: sigma must be >= 0, got {sigma}.")
     if not 0.0 <= p_uncond < 1.0:
       raise ValueError(f"cfm: p_uncond must be in [0, 1), got {p_uncond}.")
+    if source_noise < 0:
+      raise ValueError(f"cfm: source_noise must be >= 0, got {source_noise}.")
+    if not 0.0 <= source_noise_prob <= 1.0:
+      raise ValueError(f"cfm: source_noise_prob must be in [0, 1], got {source_noise_prob}.")
     self.model, self.base, self.coupling = model, base, coupling
     self.sigma, self.p_uncond = float(sigma), float(p_uncond)
     self.group_coupling = group_coupling
+    self.source_noise, self.source_noise_prob = float(source_noise), float(source_noise_prob)
 
   # -- conditioning ---------------------------------------------------------
   def _cond(self, cond: jax.Array, keep) -> jax.Array:
@@ -104,11 +117,22 @@ class CFM(Method):
     return self.coupling(rng, jax.lax.stop_gradient(x0), batch["x1"], groups=groups)
 
   def pair(self, params, rng, batch):
-    """Draws x0 from the base and pairs it with the targets via the coupling."""
+    """Training pairs: x0 from the base, paired with the targets by the coupling.
+
+    With `source_noise`, a paired x0 row is perturbed with probability
+    `source_noise_prob` (CellFlux Eq. 5). After the coupling: tau pairs the
+    measured source samples, the augmentation only moves the path's start.
+    """
     b_rng, c_rng = jax.random.split(rng)
     x0 = self.base.sample(params["base"], b_rng, batch, train=False)
     i, j = self.couple(c_rng, x0, batch)
-    return x0[i], paired_targets(batch, j)
+    x0 = x0[i]
+    if self.source_noise:  # static: the default key layout is unchanged
+      e_rng, p_rng = jax.random.split(jax.random.fold_in(b_rng, 1))
+      hit = jax.random.bernoulli(p_rng, self.source_noise_prob, x0.shape[:1])
+      noise = self.source_noise * jax.random.normal(e_rng, x0.shape, x0.dtype)
+      x0 = x0 + jnp.where(hit.reshape(-1, *(1,) * (x0.ndim - 1)), noise, 0.0)
+    return x0, paired_targets(batch, j)
 
   def fm_loss(self, params, rngs, x0, tgt):
     """Flow-matching loss (MixFlow Eq. 5; Eq. 6 when x0, tgt are OT-paired).
