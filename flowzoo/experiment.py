@@ -170,13 +170,15 @@ def _check_eval(config, pops: Populations, method) -> None:
                    f"valid: {valid}.")
 
 
-def optimizer_kwargs(config, group: str) -> dict:
-  """`config.optim` updated by the fields of `optim_overrides.<group>` that are set.
+def _set_overrides(config, group: str) -> dict:
+  """Fields of `optim_overrides.<group>` that are set (None: the placeholders
+  `common.finalize` adds, which inherit `optim`)."""
+  return {k: v for k, v in config.optim_overrides.get(group, {}).items() if v is not None}
 
-  Unset fields (None, the placeholders `common.finalize` adds) inherit `optim`.
-  """
-  overrides = dict(config.optim_overrides.get(group, {}))
-  return dict(config.optim) | {k: v for k, v in overrides.items() if v is not None}
+
+def optimizer_kwargs(config, group: str) -> dict:
+  """`config.optim` updated by the fields of `optim_overrides.<group>` that are set."""
+  return dict(config.optim) | _set_overrides(config, group)
 
 
 def setup(config) -> Experiment:
@@ -192,7 +194,7 @@ def setup(config) -> Experiment:
                      f"dataset {config.dataset.name!r} provides no `sources`.")
   _check_eval(config, pops, method)
   unused = sorted(g for g in set(config.optim_overrides) - set(method.groups)
-                  if any(v is not None for v in config.optim_overrides[g].values()))
+                  if _set_overrides(config, g))
   if unused:
     # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
     # has no base parameters, and must keep working as one config line.

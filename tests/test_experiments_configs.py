@@ -6,7 +6,6 @@ Each config's `runlocal` variant is shrunk (tiny network, batch, data and
 
 import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import numpy as np

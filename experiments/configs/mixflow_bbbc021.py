@@ -38,8 +38,6 @@ Expected metrics: see README "Results" (measured numbers live there).
 
 from pathlib import Path
 
-import ml_collections
-
 from experiments.configs import common
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -27,7 +27,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from flowzoo.couplings import plans
+from flowzoo.couplings import plans, rounding
 from flowzoo.registry import COUPLINGS
 
 
@@ -44,8 +44,9 @@ class EntropicMap:
 
   is_map = True  # not an index coupling: methods must not call it as (rng, x0, x1).
 
-  def __init__(self, *, epsilon: float = 0.01, relative_epsilon: str | None = None,
-               scale_cost: float | str | None = "mean", max_iterations: int = 1000,
+  def __init__(self, *, epsilon: float = rounding.EPSILON, relative_epsilon: str | None = None,
+               scale_cost: float | str | None = "mean",
+               max_iterations: int = rounding.MAX_ITERATIONS,
                threshold: float = 1e-3, inner_iterations: int = 10, lse_mode: bool = True,
                tau_a: float = 1.0, tau_b: float = 1.0, cost_fn: Callable | None = None):
     self.opts = plans.make_options(

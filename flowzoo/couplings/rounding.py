@@ -64,6 +64,12 @@ def greedy_round(score: jax.Array) -> jax.Array:
   return match
 
 
+# Defaults of the WFM-side Sinkhorn solves (rounded matching, entropic map,
+# the `wfm` inner OT) on the mean-scaled cost; see `RoundedMatching`.
+EPSILON = 0.01
+MAX_ITERATIONS = 1000
+
+
 @COUPLINGS.register("rounded_matching")
 class RoundedMatching(Sinkhorn):
   """Sinkhorn plan rounded to a one-to-one matching (WFM Appendix A.1 and C).
@@ -79,8 +85,8 @@ class RoundedMatching(Sinkhorn):
 
   _who = "rounded_matching"
 
-  def __init__(self, *, epsilon: float = 0.01, relative_epsilon: str | None = None,
-               scale_cost: float | str | None = "mean", max_iterations: int = 1000,
+  def __init__(self, *, epsilon: float = EPSILON, relative_epsilon: str | None = None,
+               scale_cost: float | str | None = "mean", max_iterations: int = MAX_ITERATIONS,
                threshold: float = 1e-3, inner_iterations: int = 10, lse_mode: bool = True,
                tau_a: float = 1.0, tau_b: float = 1.0, cost_fn=None):
     super().__init__(epsilon=epsilon, relative_epsilon=relative_epsilon, scale_cost=scale_cost,

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 from flowzoo.bases.pointclouds import cloud_moments
 from flowzoo.couplings.entropic_map import EntropicMap
 from flowzoo.couplings.independent import Independent
+from flowzoo.couplings import rounding
 from flowzoo.couplings.rounding import RoundedMatching, greedy_round
 from flowzoo.geometry import bures
 from flowzoo.methods.cfm import guided_field, paired_targets, with_null
@@ -79,8 +80,8 @@ class WFM(Method):
     group_coupling: the outer coupling pairs only clouds of the same condition.
   """
 
-  def __init__(self, *, model, base, coupling, inner: str = "auto", epsilon: float = 0.01,
-               max_iterations: int = 1000, threshold: float = 1e-3,
+  def __init__(self, *, model, base, coupling, inner: str = "auto", epsilon: float = rounding.EPSILON,
+               max_iterations: int = rounding.MAX_ITERATIONS, threshold: float = 1e-3,
                scale_cost: str = "mean", p_uncond: float = 0.0, group_coupling: bool = True):
     if inner not in INNER:
       raise ValueError(f"wfm: inner must be one of {INNER}, got {inner!r}.")
