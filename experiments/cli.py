@@ -1,6 +1,9 @@
 """Command-line plumbing shared by `experiments.run` and `experiments.sweep`.
 
-* A bare `--config=name.py[:variant]` resolves in `experiments/configs/`.
+* A bare `--config=name[.py][:variant]` (no directory part) resolves in
+  `experiments/configs/` first, so a local file of the same name does not
+  silently replace a bundled config; a path with a directory is used as is.
+  The file loaded is logged at start.
 * `--config.<section>.name=X` (section: dataset, method, model, base,
   coupling) swaps the component *before* the other `--config.*` overrides are
   applied, with X's constructor defaults written into the section. So the new
@@ -8,7 +11,7 @@
   (`--config.model.name=unet --config.model.base_channels=8`); without this
   the locked config would refuse them, since the file only holds the old
   component's fields. The stored config is the same as a sweep point's
-  (`flowzoo.sweep.apply_overrides`), which this reuses.
+  (`flowzoo.config.apply_overrides`, which this reuses).
 """
 
 from __future__ import annotations
@@ -20,25 +23,63 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# The argv as typed (before `rewrite_argv`), for the command recorded in results pages.
+ORIGINAL_ARGV: list[str] = []
+
+
+def bundled_configs() -> list[str]:
+  """File names of the configs in `experiments/configs/`."""
+  return sorted(p.name for p in CONFIG_DIR.glob("*.py")
+                if not p.name.startswith("_") and not p.stem.endswith("common"))
 
 
 def resolve_config_arg(value: str) -> str:
-  """Maps `name.py[:arg]` to the config folder when it is not a path that exists."""
+  """Maps a bare `name[.py][:arg]` to the bundled config folder (see the module docstring).
+
+  Raises:
+    ValueError: for a bare name that is neither bundled nor a file here,
+      listing the bundled configs.
+  """
   path, sep, arg = value.partition(":")
-  if not Path(path).exists() and (CONFIG_DIR / path).exists():
-    path = str(CONFIG_DIR / path)
+  if "/" not in path and "\\" not in path:
+    name = path if path.endswith(".py") else path + ".py"
+    if (CONFIG_DIR / name).exists():
+      return str(CONFIG_DIR / name) + sep + arg
+    if not Path(path).exists():
+      raise ValueError(f"--config={value}: no bundled config {name!r}; bundled: "
+                       f"{', '.join(bundled_configs())} (or give a path to your own file).")
   return path + sep + arg
 
 
+def config_label() -> str:
+  """The config file's stem (e.g. "mixflow_bbbc021"), from the parsed flag."""
+  return Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
+
+
+def command_line() -> str:
+  """The command as typed: `python -m <module> <args>`."""
+  import shlex  # pylint: disable=import-outside-toplevel
+  argv = ORIGINAL_ARGV or sys.argv
+  module = Path(argv[0]).stem
+  return "python -m experiments." + module + " " + " ".join(shlex.quote(a) for a in argv[1:])
+
+
 def rewrite_argv(argv: list[str]) -> list[str]:
-  """`argv` with a bare `--config=` value resolved (see `resolve_config_arg`)."""
-  return ["--config=" + resolve_config_arg(a[len("--config="):]) if a.startswith("--config=")
-          else a for a in argv]
+  """`argv` with a bare `--config=` value resolved (see `resolve_config_arg`).
+
+  An unknown bare name ends the program with one line and exit status 2.
+  """
+  try:
+    return ["--config=" + resolve_config_arg(a[len("--config="):]) if a.startswith("--config=")
+            else a for a in argv]
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def component_swaps(argv: list[str], name: str = "config") -> dict[str, str]:
   """`{section: component}` from `--<name>.<section>.name=X` flags (last one wins)."""
-  from flowzoo.build import SECTIONS  # pylint: disable=import-outside-toplevel
+  from flowzoo.config import SECTIONS  # pylint: disable=import-outside-toplevel
   swaps = {}
   for i, a in enumerate(argv):
     if not a.startswith(f"--{name}."):
@@ -69,7 +110,7 @@ class _SwappingParser(flags.ArgumentParser):
     swaps = component_swaps(sys.argv if self._argv is None else self._argv, self._name)
     if not swaps:
       return config
-    from flowzoo.sweep import apply_overrides  # pylint: disable=import-outside-toplevel
+    from flowzoo.config import apply_overrides  # pylint: disable=import-outside-toplevel
     try:
       return apply_overrides(config, {f"{s}.name": v for s, v in swaps.items()})
     except KeyError as e:  # unknown component name: absl reports ValueErrors cleanly
@@ -79,7 +120,9 @@ class _SwappingParser(flags.ArgumentParser):
 def define_config_flag(name: str = "config", *, flag_values=flags.FLAGS,
                        sys_argv: list[str] | None = None):
   """`config_flags.DEFINE_config_file` (locked) whose component swaps apply first."""
-  handle = config_flags.DEFINE_config_file(name, None, "Experiment config file.",
+  handle = config_flags.DEFINE_config_file(
+      name, None, "Experiment config: a bundled name[.py][:variant] (" +
+      ", ".join(bundled_configs()) + ") or a path to a config file.",
                                            flag_values=flag_values, lock_config=True,
                                            sys_argv=sys_argv)
   flag = flag_values[name]
@@ -91,3 +134,4 @@ def quiet_logging() -> None:
   """WARNING unless --verbosity was given: orbax logs every save at INFO."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  print(f"config: {config_flags.get_config_filename(flags.FLAGS['config'])}")

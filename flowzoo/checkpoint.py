@@ -4,8 +4,8 @@ Orbax writes each step to a temporary directory and renames it when complete,
 so an interrupted save never leaves a half-written checkpoint. A workdir
 remembers the config it was trained with (`config.json`); resuming with a
 different config is refused unless the caller asks to overwrite. Fields that
-do not change what is trained may differ (`RESUME_SAFE`, plus a dataset's
-evaluation-only fields passed by the caller).
+do not change what is trained may differ (`flowzoo.config.RESUME_SAFE`, plus a
+dataset's evaluation-only fields passed by the caller).
 """
 
 from __future__ import annotations
@@ -13,45 +13,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import orbax.checkpoint as ocp
 
-# Fields that may change between a run and its resumption without changing
-# what is being trained (how often to log or save, how to evaluate, and the
-# `compare` section: which seeds and points the main job runs around this
-# run, so adding seeds reuses the finished ones). Not `train.steps`:
-# learning-rate schedules and MixFlow's planner depend on it.
-RESUME_SAFE = ("train.log_every", "train.ckpt_every",
-               "train.keep_checkpoints", "train.steps_per_dispatch", "eval", "compare")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
-
-
-def _relevant(config_dict: dict, safe: Sequence[str]) -> dict[str, Any]:
-  flat = _flatten(config_dict)
-  return {k: v for k, v in flat.items()
-          if not any(k == s or k.startswith(s + ".") for s in safe)}
-
-
-def as_stored(config_dict: dict) -> dict:
-  """`config_dict` as `config.json` holds it (tuples become lists), for comparisons."""
-  return json.loads(json.dumps(config_dict, sort_keys=True, default=str))
-
-
-def config_diff(old: dict, new: dict, safe: Sequence[str] = RESUME_SAFE) -> list[str]:
-  """Dotted keys whose values differ, ignoring those under the `safe` prefixes."""
-  a, b = _relevant(old, safe), _relevant(new, safe)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+from flowzoo.config import RESUME_SAFE, as_stored, config_diff, flatten
 
 
 class Checkpointer:
@@ -67,7 +33,7 @@ class Checkpointer:
       deletes them with the checkpoints, so no file mixes two runs.
     resume_safe: dotted config prefixes that may differ from the stored
       config (default `RESUME_SAFE`; runs add their dataset's
-      evaluation-only fields, `build.evaluation_only_keys`).
+      evaluation-only fields, `config.evaluation_only_keys`).
   """
 
   def __init__(self, workdir: str | Path, config_dict: dict, *, keep: int = 3,
@@ -87,7 +53,7 @@ class Checkpointer:
         if not overwrite:
           # A key only one side has usually means the run was written by an
           # older (or newer) flowzoo that lacked the field: say so.
-          stored, current = _flatten(old), _flatten(config_dict)
+          stored, current = flatten(old), flatten(config_dict)
           shown = [k + (" (not in the stored config)" if k not in stored else
                         " (only in the stored config)" if k not in current else "")
                    for k in diff[:10]]

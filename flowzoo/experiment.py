@@ -20,10 +20,11 @@ import numpy as np
 
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
-from flowzoo import plots
-from flowzoo.checkpoint import RESUME_SAFE, Checkpointer
-from flowzoo.data.populations import SPLITS, Packed, Populations, pack
-from flowzoo.registry import SOLVERS
+from flowzoo import config as config_lib
+from flowzoo import plots, selection
+from flowzoo.checkpoint import Checkpointer
+from flowzoo.config import RESUME_SAFE
+from flowzoo.data.populations import Packed, Populations, pack
 from flowzoo.train import Trainer, TrainState, make_optimizer
 from flowzoo.writers import MetricWriter, Progress
 
@@ -95,106 +96,18 @@ class Experiment:
             params, jax.random.key(seed), {k_: jnp.asarray(v) for k_, v in batch.items()}))
 
 
-def check_config(config) -> None:
-  """Cross-field checks that must fail before anything is built."""
-  t, ev = config.train, config.eval
-  for name, v in (("train.steps_per_dispatch", t.steps_per_dispatch),
-                  ("train.log_every", t.log_every), ("train.ckpt_every", t.ckpt_every),
-                  ("train.keep_checkpoints", t.keep_checkpoints),
-                  ("data.batch_size", config.data.batch_size),
-                  ("data.populations_per_batch", config.data.populations_per_batch),
-                  ("eval.num_steps", ev.num_steps), ("eval.max_samples", ev.max_samples),
-                  ("eval.chunk", ev.chunk)):
-    if v < 1:
-      raise ValueError(f"config.{name} must be >= 1, got {v}.")
-  if not 0.0 <= t.ema_decay < 1.0:
-    raise ValueError(f"config.train.ema_decay must be in [0, 1), got {t.ema_decay}.")
-  for name in ("log_every", "ckpt_every", "steps"):
-    if t[name] % t.steps_per_dispatch:
-      raise ValueError(f"config.train.{name}={t[name]} must be a multiple of "
-                       f"config.train.steps_per_dispatch={t.steps_per_dispatch}.")
-  if t.steps <= 0:
-    raise ValueError(f"config.train.steps must be > 0, got {t.steps}.")
-  eval_lib.check_samples_per_condition(config.eval.samples_per_condition)
-  if parse_select(config.eval.select):
-    saves = -(-t.steps // t.ckpt_every)  # every ckpt_every steps, and the last step
-    if t.keep_checkpoints < saves:
-      raise ValueError(
-          f"config.eval.select={config.eval.select!r} picks among the kept checkpoints, but "
-          f"config.train.keep_checkpoints={t.keep_checkpoints} keeps only the last "
-          f"{t.keep_checkpoints} of the {saves} saved; set it to >= {saves}.")
-
-
-def parse_select(select: str) -> tuple[str, str] | None:
-  """`eval.select` as `(split, metric)`; None for "" (evaluate the last checkpoint).
-
-  MixFlow §5.1 reports every metric at "the best checkpoint based on
-  validation Wasserstein-2 distance": `eval.select="heldout/w2"` (letters,
-  where the validation set is the held-out rotations) scores each kept
-  checkpoint by the split mean of that metric (lower is better) and evaluates
-  the best one.
-  """
-  if not select:
-    return None
-  parts = select.split("/")
-  if len(parts) != 2 or not all(parts):
-    raise ValueError(f"config.eval.select must be 'split/metric' (e.g. 'heldout/w2') or '', "
-                     f"got {select!r}.")
-  return parts[0], parts[1]
-
-
-def _check_eval(config, pops: Populations, method) -> None:
-  """`eval` names exist (needs the dataset and method), so a typo fails before training."""
-  ev = config.eval
-  valid = eval_lib.valid_metrics(method)
-  unknown = sorted(set(ev.metrics) - set(valid))
-  if unknown:
-    raise KeyError(f"config.eval.metrics: unknown metric(s) {unknown}; valid: {valid}.")
-  SOLVERS.get(ev.solver)  # raises listing the valid solvers
-  bad = [s for s in ev.splits if s not in SPLITS]
-  if bad:
-    raise ValueError(f"config.eval.splits: unknown split(s) {bad}; valid: {list(SPLITS)}.")
-  # Splits the data lack are skipped (the common default lists all three).
-  if not any(pops.has_split(s) for s in ev.splits):
-    raise ValueError(f"config.eval.splits={tuple(ev.splits)}: dataset {config.dataset.name!r} "
-                     f"has none of them (it has {sorted(set(pops.splits))}).")
-  select = parse_select(ev.select)
-  if select is None:
-    return
-  split, metric = select
-  if not pops.has_split(split):
-    raise ValueError(f"config.eval.select={ev.select!r}: dataset "
-                     f"{config.dataset.name!r} has no {split!r} split.")
-  if metric not in valid:
-    raise KeyError(f"config.eval.select={ev.select!r}: unknown metric {metric!r}; "
-                   f"valid: {valid}.")
-
-
-def _set_overrides(config, group: str) -> dict:
-  """Fields of `optim_overrides.<group>` that are set (None: the placeholders
-  `common.finalize` adds, which inherit `optim`)."""
-  return {k: v for k, v in config.optim_overrides.get(group, {}).items() if v is not None}
-
-
-def optimizer_kwargs(config, group: str) -> dict:
-  """`config.optim` updated by the fields of `optim_overrides.<group>` that are set."""
-  return dict(config.optim) | _set_overrides(config, group)
-
-
 def setup(config) -> Experiment:
   """Builds everything a run needs from `config`; raises on bad input."""
-  check_config(config)
+  config_lib.validate(config)
   pops = build_lib.build_dataset(config)
   train_ids = pops.split_ids("train")
   method = build_lib.build_method(config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
                                   total_steps=config.train.steps, num_conditions=len(pops.names))
-  base = getattr(method, "base", None)
-  if getattr(base, "needs_sources", False) and pops.sources is None:
+  if method.base.needs_sources and pops.sources is None:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
-  _check_eval(config, pops, method)
-  unused = sorted(g for g in set(config.optim_overrides) - set(method.groups)
-                  if _set_overrides(config, g))
+  config_lib.validate_built(config, pops, eval_lib.valid_metrics(method))
+  unused = config_lib.unused_groups(config, method.groups)
   if unused:
     # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
     # has no base parameters, and must keep working as one config line.
@@ -204,7 +117,8 @@ def setup(config) -> Experiment:
   optimizers = {}
   for g in method.groups:
     try:
-      optimizers[g] = make_optimizer(**optimizer_kwargs(config, g), total_steps=config.train.steps)
+      optimizers[g] = make_optimizer(**config_lib.optimizer_kwargs(config, g),
+                                     total_steps=config.train.steps)
     except (KeyError, ValueError) as e:
       raise type(e)(f"parameter group {g!r} (config.optim / optim_overrides.{g}): {e}") from e
   trainer = Trainer(method, optimizers, batch_size=config.data.batch_size,
@@ -236,9 +150,9 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
   print(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} conditions, "
         f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
-  ckpt = Checkpointer(workdir, build_lib.resolved(config).to_dict(),
+  ckpt = Checkpointer(workdir, config_lib.resolved(config).to_dict(),
                       keep=config.train.keep_checkpoints, overwrite=overwrite,
-                      resume_safe=RESUME_SAFE + build_lib.evaluation_only_keys(config),
+                      resume_safe=RESUME_SAFE + config_lib.evaluation_only_keys(config),
                       outputs=RUN_OUTPUTS)
   state = restore_or_init(exp, ckpt)
   t = config.train
@@ -260,8 +174,8 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
     ckpt.wait()
     if start >= t.steps:
       print(f"restored a finished run at step {start}; evaluating only.")
-    if parse_select(config.eval.select):
-      state = select_checkpoint(exp, ckpt, workdir)
+    if config_lib.parse_select(config.eval.select):
+      state = selection.select_checkpoint(exp, ckpt, workdir, _eval_key(config))
   finally:
     writer.close()
     ckpt.close()
@@ -275,37 +189,6 @@ def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
   abstract = exp.abstract_state()
   print(f"resuming from checkpoint at step {step}")
   return ckpt.restore(abstract, step)
-
-
-def select_checkpoint(exp: Experiment, ckpt: Checkpointer, workdir: Path) -> TrainState:
-  """Restores the kept checkpoint with the lowest `eval.select` score.
-
-  Every checkpoint is scored with the final evaluation's generation key and
-  subsample, so differences are the checkpoints', and when `eval.splits` is
-  just the selection split the reported metric equals the selection score.
-  Writes `selection.json`: the score of each step, the selected step and the
-  rule.
-  """
-  ev = exp.config.eval
-  split, metric = parse_select(ev.select)
-  abstract = exp.abstract_state()
-  scores = {}
-  for step in ckpt.all_steps():
-    state = ckpt.restore(abstract, step)
-    results, _ = eval_lib.evaluate(
-        exp.method, state.ema, exp.pops, _eval_key(exp.config), splits=(split,),
-        solver=ev.solver, num_steps=ev.num_steps, guidance=ev.guidance, metric_names=(metric,),
-        max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
-        chunk=ev.chunk, seed=exp.config.seed)
-    scores[step] = results[metric][split]["mean"]
-    print(f"checkpoint {step}: {split} {metric} = {scores[step]:.4g}")
-  best = min(scores, key=scores.get)
-  print(f"selected checkpoint {best} ({ev.select}); the last is {max(scores)}")
-  tmp = workdir / "selection.json.tmp"
-  tmp.write_text(json.dumps({"select": ev.select, "selected_step": best,
-                             "scores": {str(k): v for k, v in scores.items()}}, indent=2))
-  tmp.replace(workdir / "selection.json")
-  return ckpt.restore(abstract, best)
 
 
 def _eval_key(config) -> jax.Array:
@@ -326,24 +209,44 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> di
   tmp.replace(workdir / "eval.json")
   np.savez_compressed(workdir / "samples.npz", **samples)
   if exp.pops.event_shape == (2,):
-    _plot(exp, state, samples, workdir, rng)
+    plots.plot_2d_run(exp.method, state.ema, exp.pops, samples, workdir, rng, ev)
   print(f"evaluation took {time.perf_counter() - t0:.1f}s")
   print(eval_lib.results_table(results))
   return results
 
 
-def _plot(exp: Experiment, state: TrainState, samples: dict, workdir: Path, rng) -> None:
-  pops, ev = exp.pops, exp.config.eval
-  split = next((s for s in ("heldout", "validation", "train") if pops.has_split(s)))
-  ids = pops.split_ids(split)[: ev.plot_conditions]
-  names = [pops.names[k] for k in ids]
-  real = [pops.samples[k] for k in ids]
-  plots.real_vs_generated(workdir / f"{split}_real_vs_generated.png", names, real,
-                          [samples[f"{split}/{n}"] for n in names])
-  counts = [min(len(r), 500) for r in real]
-  gen = eval_lib.Generator(exp.method, solver=ev.solver, num_steps=ev.num_steps,
-                           guidance=ev.guidance, chunk=ev.chunk)
-  traj = gen.trajectory(state.ema, rng, eval_lib.condition_batch(
-      pops, ids, counts, np.random.default_rng(0)))
-  parts = np.split(traj, np.cumsum(counts)[:-1], axis=1)
-  plots.flow_snapshots(workdir / f"{split}_flow.png", names, parts, real)
+def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False,
+                         label: str = "") -> dict:
+  """Trains `config` in `workdir` and each of its `baselines` arms beside it; one table.
+
+  The arms (`config.baselines`: name -> overrides, see
+  `flowzoo.config.baseline_arms`) run in `workdir/baselines/<name>`, each a
+  plain `train_and_evaluate`; finished ones are reused. The table (the
+  config's first tabulated split, every `eval.metrics`) is printed and
+  written to `workdir/comparison.{md,json,csv,png}` by the report writer.
+
+  Returns:
+    `{arm name: eval results}`, the config itself first (named `label`).
+  """
+  from flowzoo import report  # pylint: disable=import-outside-toplevel
+  from flowzoo.sweep import Point  # pylint: disable=import-outside-toplevel
+  workdir = Path(workdir)
+  arms = config_lib.baseline_arms(config)
+  label = label or config.method.name
+  runs = {label: (config, workdir)}
+  runs.update({name: (cfg, workdir / "baselines" / name) for name, cfg in arms.items()})
+  results = {}
+  for i, (name, (cfg, rdir)) in enumerate(runs.items()):
+    if len(runs) > 1:
+      print(f"[run {i + 1}/{len(runs)}: {name}] {config.baselines.get(name, 'this config')}")
+    results[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite)
+  if len(runs) > 1:
+    split = next(s for s in ("heldout", "validation", "train") if s in config.eval.splits)
+    summary = report.summarize([Point(n) for n in runs], [config.seed],
+                               {(n, config.seed): r for n, r in results.items()},
+                               split=split, metrics=config.eval.metrics)
+    summary.update(title=f"{label} beside its baselines ({split} conditions)", reference=None,
+                   arms={n: config.baselines.get(n, "(this config)") for n in runs})
+    report.write_outputs(summary, workdir, stem="comparison")
+    print("\n" + report.format_table(summary))
+  return results

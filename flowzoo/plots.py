@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from flowzoo import evaluate as eval_lib
+
 
 def _pyplot():
   import matplotlib
@@ -64,3 +66,26 @@ def flow_snapshots(path: str | Path, names: Sequence[str], trajectories: Sequenc
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def plot_2d_run(method, params, pops, samples: dict, workdir: Path, rng, ev) -> None:
+  """Real vs generated and flow snapshots of 2-D data, for the first evaluated split.
+
+  Args:
+    method, params: the trained method and its (EMA) parameters.
+    pops: the run's `Populations`; samples: the evaluation's generated samples
+      (`{"split/name": [n, 2]}`); rng: the trajectories' key; ev: `config.eval`.
+  """
+  split = next((s for s in ("heldout", "validation", "train") if pops.has_split(s)))
+  ids = pops.split_ids(split)[: ev.plot_conditions]
+  names = [pops.names[k] for k in ids]
+  real = [pops.samples[k] for k in ids]
+  real_vs_generated(Path(workdir) / f"{split}_real_vs_generated.png", names, real,
+                          [samples[f"{split}/{n}"] for n in names])
+  counts = [min(len(r), 500) for r in real]
+  gen = eval_lib.Generator(method, solver=ev.solver, num_steps=ev.num_steps,
+                           guidance=ev.guidance, chunk=ev.chunk)
+  traj = gen.trajectory(params, rng, eval_lib.condition_batch(
+      pops, ids, counts, np.random.default_rng(0)))
+  parts = np.split(traj, np.cumsum(counts)[:-1], axis=1)
+  flow_snapshots(Path(workdir) / f"{split}_flow.png", names, parts, real)

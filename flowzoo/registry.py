@@ -49,8 +49,8 @@ class Registry:
       close = difflib.get_close_matches(str(name), self._entries, n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
       raise KeyError(
-          f"Unknown {self.kind} {name!r}.{hint} Valid {self.kind} names: "
-          f"{', '.join(sorted(self._entries))}."
+          f"Unknown {self.kind} {name!r}.{hint} Valid {self.kind} names (defining module): "
+          f"{self.describe()}."
       ) from None
 
   def build(self, name: str, kwargs: Mapping[str, Any] | None = None, *,
@@ -96,6 +96,14 @@ class Registry:
   def names(self) -> list[str]:
     return sorted(self._entries)
 
+  def module(self, name: str) -> str:
+    """The module that defines `name` (where to read its code)."""
+    return getattr(self.get(name), "__module__", "?")
+
+  def describe(self) -> str:
+    """`name (module), ...` for every entry: a name leads to its file."""
+    return ", ".join(f"{n} ({self.module(n)})" for n in self.names())
+
   def __contains__(self, name: str) -> bool:
     return name in self._entries
 
@@ -140,3 +148,11 @@ MODELS = Registry("model")
 METHODS = Registry("method")
 DATASETS = Registry("dataset")
 SOLVERS = Registry("solver")
+
+ALL = {"dataset": DATASETS, "method": METHODS, "model": MODELS, "base": BASES,
+       "coupling": COUPLINGS, "solver": SOLVERS}
+
+
+def catalogue() -> str:
+  """Every registered component, one kind per line, with its defining module."""
+  return "\n".join(f"  {kind}s: {reg.describe()}" for kind, reg in ALL.items())

@@ -1,4 +1,4 @@
-"""ODE integration of learned velocity fields, and classifier-free guidance.
+"""ODE integration of learned velocity fields.
 
 A flow-matching model defines the ODE dx/dt = v(t, x) whose flow carries the
 source (t = 0) to the target (t = 1) (Lipman et al., 2023, "Flow Matching for
@@ -10,8 +10,7 @@ Generative Modeling", eq. 1). Sampling integrates it with either
 * an adaptive embedded pair from diffrax ("dopri5": Dormand & Prince, 1980;
   "tsit5": Tsitouras, 2011) with a PID step-size controller.
 
-`guided_velocity` implements classifier-free guidance (Ho & Salimans, 2022,
-eq. 6) written for velocities: v_u + s (v_c - v_u).
+Classifier-free guidance of a field lives in `flowzoo.guidance`.
 
 Conventions: `velocity_fn(t, x) -> v` with `t` of shape `[batch]` (one value
 repeated) and `x` any pytree whose leaves have leading dim `batch`; `v` has
@@ -269,36 +268,3 @@ def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
   if len(uniq) != len(save_ts):
     traj = jax.tree_util.tree_map(lambda b: b[jnp.asarray(inverse)], traj)
   return x1, traj
-
-
-# 4. Guidance.
-
-
-def guided_velocity(velocity_fn_cond: VelocityFn, velocity_fn_uncond: VelocityFn,
-                    scale: float | jax.Array) -> VelocityFn:
-  """Classifier-free guidance: v = v_u + s (v_c - v_u).
-
-  s = 0 gives the unconditional field, s = 1 the conditional one, s > 1
-  extrapolates away from the unconditional field (sharper, less diverse
-  samples). For a Python-number scale of 0 or 1 the matching field is returned
-  as is, saving one network evaluation per step.
-
-  Args:
-    velocity_fn_cond: conditional field `v_c(t, x)`, `t` `[batch]`.
-    velocity_fn_uncond: unconditional field `v_u(t, x)`, same structure.
-    scale: guidance scale s, a float or a scalar array (may be traced).
-
-  Returns:
-    The guided `velocity_fn(t, x)`.
-  """
-  if isinstance(scale, (int, float)) and not isinstance(scale, bool):
-    if scale == 1:
-      return velocity_fn_cond
-    if scale == 0:
-      return velocity_fn_uncond
-
-  def velocity_fn(t: jax.Array, x: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda c, u: u + scale * (c - u),
-                                  velocity_fn_cond(t, x), velocity_fn_uncond(t, x))
-
-  return velocity_fn

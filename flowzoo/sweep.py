@@ -20,14 +20,13 @@ evaluated. The runner then writes
 Overrides follow the CLI rules: a key must exist in the config (configs are
 locked), except inside a section whose `name` the same point changes: then
 keys the new component accepts may be added, and the new component's
-defaults are filled in (`build.fill_defaults`), as if the config file had
-named it.
+defaults are filled in (`flowzoo.config.apply_overrides`), as if the config
+file had named it. Tables, CSV, plots and `results/` pages come from the report
+writer, `flowzoo.report`.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
 import dataclasses
 import json
 import shutil
@@ -35,13 +34,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
-import numpy as np
 
-from flowzoo import build as build_lib
-from flowzoo.checkpoint import as_stored, config_diff
-
-DEFAULT_METRICS = ("mmd", "w1", "w2", "energy")
-
+from flowzoo import config as config_lib
+from flowzoo import report
+from flowzoo.config import apply_overrides, as_stored, config_diff
 
 @dataclasses.dataclass(frozen=True)
 class Point:
@@ -77,41 +73,6 @@ def as_points(grid: Sequence) -> list[Point]:
   return points
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of `config` with dotted `overrides` applied (see the module docstring).
-
-  Raises:
-    KeyError: naming the key, if it does not exist and its section's
-      component is not swapped to one that accepts it.
-  """
-  c = copy.deepcopy(config)
-  swapped = {k.split(".")[0]: v for k, v in overrides.items()
-             if k.count(".") == 1 and k.endswith(".name") and k.split(".")[0] in build_lib.SECTIONS}
-  with c.unlocked():
-    for key, value in overrides.items():
-      *path, last = key.split(".")
-      node = c
-      for p in path:
-        if p not in node:
-          raise KeyError(f"sweep override {key!r}: config has no field {p!r}.")
-        node = node[p]
-      if last not in node:
-        section = path[0] if len(path) == 1 else None
-        accepted = (build_lib.SECTIONS[section].accepted(swapped[section])
-                    if section in swapped else None)
-        if accepted is None or last not in accepted:
-          raise KeyError(f"sweep override {key!r}: config has no field {last!r}"
-                         + (f" and {section} {swapped[section]!r} does not take it."
-                            if section in swapped else "."))
-      if isinstance(value, list):
-        value = tuple(value)
-      node[last] = value
-  # Defaults filled in for every component, also one swapped on the command
-  # line: the same config its run stores in config.json.
-  return build_lib.resolved(c)
-
-
 def run_dir(workdir: str | Path, point: Point, seed: int) -> Path:
   return Path(workdir) / point.name / f"seed{seed}"
 
@@ -141,7 +102,7 @@ def _trained_twin(config, rdir: Path, earlier: Sequence[tuple[Point, Any, Path]]
     return None
   # Not RESUME_SAFE: a different checkpoint schedule would change what
   # checkpoint selection can choose from.
-  safe = ("eval",) + build_lib.evaluation_only_keys(config)
+  safe = ("eval",) + config_lib.evaluation_only_keys(config)
   new = as_stored(config.to_dict())
   for point, other, odir in earlier:
     if (odir / "eval.json").is_file() and (odir / "checkpoints").is_dir() \
@@ -194,13 +155,12 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
                      f"{[p.name for p in points]}.")
   # Build and check every point's config first: a bad override or value fails
   # before any training, not after the points before it have run.
-  from flowzoo.experiment import check_config  # pylint: disable=import-outside-toplevel
   configs = {}
   for p in points:
     for s in seeds:
       configs[p.name, s] = apply_overrides(config, dict(p.overrides, seed=s))
       try:
-        check_config(configs[p.name, s])
+        config_lib.validate(configs[p.name, s])
         if split not in configs[p.name, s].eval.splits:  # its table column would be nan
           raise ValueError(f"the tabulated split {split!r} is not evaluated (eval.splits = "
                            f"{tuple(configs[p.name, s].eval.splits)}); pass --split=... or "
@@ -227,105 +187,10 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
               f"evaluation settings); evaluating {twin.name}'s checkpoints instead of retraining.")
         _copy_training(run_dir(workdir, twin, s), rdir)
       results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite)
-  summary = summarize(points, seeds, results, split=split, metrics=metrics)
+  summary = report.summarize(points, seeds, results, split=split, metrics=metrics)
   summary.update(title=title, reference=reference)
-  write_outputs(summary, workdir)
+  report.write_outputs(summary, workdir)
   return summary
-
-
-def summarize(points: Sequence[Point], seeds: Sequence[int], results: Mapping, *,
-              split: str, metrics: Sequence[str]) -> dict:
-  """Mean ± std over seeds of each point's split mean, per metric.
-
-  Args:
-    results: `(point name, seed) -> eval results` (eval.json contents).
-  Returns:
-    {"split", "metrics", "seeds", "points": [{"name", "overrides",
-    "metrics": {m: {"mean", "std", "values"}}}]}. std is the population std
-    (0 for one seed); a metric or split a run lacks is reported as NaN.
-  """
-  rows = []
-  for p in points:
-    row = {"name": p.name, "overrides": {k: _jsonable(v) for k, v in p.overrides.items()},
-           "metrics": {}}
-    for m in metrics:
-      vals = [float(results[p.name, s].get(m, {}).get(split, {}).get("mean", np.nan))
-              for s in seeds]
-      row["metrics"][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
-                           "values": vals}
-    rows.append(row)
-  return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows}
-
-
-def _jsonable(v):
-  return list(v) if isinstance(v, tuple) else v
-
-
-def format_table(summary: dict) -> str:
-  """Markdown table: one row per point, `mean ± std` per metric (+ change vs reference)."""
-  ms, ref = summary["metrics"], summary.get("reference")
-  ref_row = next((r for r in summary["points"] if r["name"] == ref), None)
-  n = len(summary["seeds"])
-  head = ["point"] + [f"{m} ({summary['split']})" for m in ms]
-  if ref_row is not None:
-    head.append(f"change vs {ref} ({'/'.join(ms)})")
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in summary["points"]:
-    cells = [r["name"]]
-    for m in ms:
-      v = r["metrics"][m]
-      cells.append(f"{v['mean']:.4g} ± {v['std']:.2g}" if n > 1 else f"{v['mean']:.4g}")
-    if ref_row is not None:
-      cells.append(" / ".join(_pct(r["metrics"][m]["mean"], ref_row["metrics"][m]["mean"])
-                              for m in ms))
-    lines.append("| " + " | ".join(cells) + " |")
-  foot = f"\n{n} seed(s): {summary['seeds']}" + (" (mean ± std over seeds)" if n > 1 else "")
-  title = f"{summary['title']}\n\n" if summary.get("title") else ""
-  return title + "\n".join(lines) + foot
-
-
-def _pct(x: float, ref: float) -> str:
-  if not np.isfinite(x) or not np.isfinite(ref) or ref == 0:
-    return "n/a"
-  return f"{100.0 * (x - ref) / abs(ref):+.0f}%"
-
-
-def write_outputs(summary: dict, workdir: str | Path) -> None:
-  """sweep.md, sweep.json, sweep.csv and sweep.png in `workdir`."""
-  workdir = Path(workdir)
-  (workdir / "sweep.md").write_text(format_table(summary) + "\n")
-  (workdir / "sweep.json").write_text(json.dumps(summary, indent=2))
-  with open(workdir / "sweep.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["point", "metric", "split", "mean", "std", "num_seeds", "values"])
-    for r in summary["points"]:
-      for m in summary["metrics"]:
-        v = r["metrics"][m]
-        w.writerow([r["name"], m, summary["split"], v["mean"], v["std"], len(v["values"]),
-                    " ".join(f"{x:.6g}" for x in v["values"])])
-  plot(summary, workdir / "sweep.png")
-
-
-def plot(summary: dict, path: str | Path) -> None:
-  """One bar panel per metric: point means with std-over-seeds error bars."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")  # headless: files only
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  ms, rows = summary["metrics"], summary["points"]
-  names = [r["name"] for r in rows]
-  fig, axes = plt.subplots(1, len(ms), figsize=(max(3.0, 0.6 * len(rows) + 1.5) * len(ms), 3.2),
-                           squeeze=False)
-  for ax, m in zip(axes[0], ms):
-    means = [r["metrics"][m]["mean"] for r in rows]
-    stds = [r["metrics"][m]["std"] for r in rows]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(rows)), names, rotation=45 if len(rows) > 3 else 0, ha="right"
-                  if len(rows) > 3 else "center", fontsize=8)
-    ax.set_title(f"{m} ({summary['split']})", fontsize=9)
-  fig.suptitle(summary.get("title") or "sweep", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def sweeps_from_file(config_path: str | Path) -> dict:
@@ -343,33 +208,31 @@ def sweeps_from_file(config_path: str | Path) -> dict:
 
 
 def run_named(config: ml_collections.ConfigDict, config_path: str | Path, name: str,
-              workdir: str | Path, *, seeds: Sequence[int] | None = None,
-              split: str | None = None, overwrite: bool = False) -> dict:
+              workdir: str | Path, *, seeds: Sequence[int] = (0,), split: str = "heldout",
+              reference: str | None = None, overwrite: bool = False,
+              results: str | Path | None = None, command: str = "") -> dict:
   """Runs sweep `name` of the config file's `sweeps()` and prints its table.
 
-  `seeds`, `split` default to `config.compare.seeds` / `.split` when the
-  config has a `compare` section (else (0,) and "heldout"); the point named
-  `config.compare.reference` (if any) is the table's reference. Every
-  point's config gets `compare.sweep = ''` so it is one plain run.
+  Args:
+    reference: point the relative-change column compares to (None: none).
+    results: a `results/<config>.md` page to write the table into (section
+      "<file> <sweep>"), with `command`.
   """
   grids = sweeps_from_file(config_path)
   if name not in grids:
     raise KeyError(f"unknown sweep {name!r}; {config_path} defines {sorted(grids)}.")
-  cmp = config.get("compare") or {}
-  seeds = tuple(seeds if seeds is not None else cmp.get("seeds", (0,)))
-  split = split or cmp.get("split", "heldout")
-  reference = cmp.get("reference") or None
   points = as_points(grids[name])
-  if reference not in [p.name for p in points]:
-    reference = None
-  base = config
-  if "compare" in config:
-    base = apply_overrides(config, {"compare.sweep": ""})
-  title = f"{Path(str(config_path)).name} sweep {name!r}: {split} conditions"
-  summary = run_sweep(base, points, workdir, seeds=seeds, split=split, overwrite=overwrite,
+  if reference is not None and reference not in [p.name for p in points]:
+    raise ValueError(f"--reference={reference!r} is not a point of sweep {name!r}: "
+                     f"{[p.name for p in points]}.")
+  label = Path(str(config_path)).name
+  title = f"{label} sweep {name!r}: {split} conditions"
+  summary = run_sweep(config, points, workdir, seeds=seeds, split=split, overwrite=overwrite,
                       reference=reference, title=title)
-  print("\n" + format_table(summary))
+  print("\n" + report.format_table(summary))
   print(f"\n(table: {Path(workdir) / 'sweep.md'}; also sweep.json, sweep.csv, sweep.png)")
-  if cmp.get("note"):
-    print("\n" + cmp["note"])
+  if results:
+    page = report.results_page(summary, results, section=f"{label} sweep {name}",
+                               command=command)
+    print(f"(results page: {page})")
   return summary

@@ -91,11 +91,6 @@ class TrainState:
   ema: Any
 
 
-def tree_norm(tree) -> jax.Array:
-  leaves = jax.tree.leaves(tree)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves)) if leaves else jnp.zeros(())
-
-
 def _select(pred, new, old):
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -172,11 +167,11 @@ class Trainer:
       # An inactive group keeps params and optimizer moments bit-for-bit.
       params[g] = _select(active[g], new_params, state.params[g])
       opt_state[g] = _select(active[g], new_opt, state.opt_state[g])
-    decay = self.ema_decay
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
+    ema = optax.incremental_update(params, state.ema, step_size=1.0 - self.ema_decay)
+    trained = self.method.groups
     metrics = dict(metrics, loss=loss,
-                   grad_norm=tree_norm({g: grads[g] for g in self.method.groups}),
-                   param_norm=tree_norm({g: params[g] for g in self.method.groups}))
+                   grad_norm=optax.tree_utils.tree_l2_norm({g: grads[g] for g in trained}),
+                   param_norm=optax.tree_utils.tree_l2_norm({g: params[g] for g in trained}))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
   def _multi_step(self, state, data, ids, rng, num_steps):

@@ -93,7 +93,7 @@ def test_coupling_pairs_rows(name):
   x0 = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
   x1 = jnp.asarray(rng.normal(size=(6, 2)) + 1.0, jnp.float32)
   coupling = COUPLINGS.build(name, COUPLING_SPECS[name])
-  if getattr(coupling, "is_map", False):
+  if coupling.is_map:
     out = coupling.transport(x0, x1)
     assert out.shape == x0.shape and np.all(np.isfinite(np.asarray(out)))
     return

@@ -16,9 +16,10 @@ from experiments import cli
 
 from flowzoo.bases.gaussian import Gaussian
 from flowzoo.bases.mixture import GMM
-from flowzoo.experiment import setup
+from flowzoo.experiment import setup, train_with_baselines
 from flowzoo.methods.mixflow import MixFlow
 from flowzoo import sweep as sweep_lib
+from flowzoo.config import apply_overrides, optimizer_kwargs
 
 CONFIG_DIR = cli.CONFIG_DIR
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
@@ -42,7 +43,7 @@ def tiny(config, **extra):
     over["data.populations_per_batch"] = 16
   if _has(config, "base.num_modes") and config.base.means == "free":
     over["base.num_modes"] = 4  # SH x 4 rotations: 4 training conditions.
-  return sweep_lib.apply_overrides(config, dict(over, **extra))
+  return apply_overrides(config, dict(over, **extra))
 
 
 def _has(config, key):
@@ -113,7 +114,6 @@ def test_cli_swap_accepts_the_new_components_own_fields():
 
 
 def test_cli_optimizer_overrides_for_every_group():
-  from flowzoo.experiment import optimizer_kwargs  # pylint: disable=import-outside-toplevel
   c = _config("cfm_letters.py", argv=["--config.optim_overrides.velocity.lr=3e-4"])
   assert optimizer_kwargs(c, "velocity")["lr"] == 3e-4
   assert optimizer_kwargs(c, "velocity")["b1"] == c.optim.b1  # unset fields inherit
@@ -126,7 +126,7 @@ def test_cli_optimizer_overrides_for_every_group():
 def test_bbbc021_variants(variant):
   from experiments.configs import cfm_bbbc021, mixflow_bbbc021
   mix, cfm = mixflow_bbbc021.get_config(variant), cfm_bbbc021.get_config(variant)
-  assert mix.compare.sweep == "baseline" and cfm.compare.sweep == ""
+  assert dict(mix.baselines) == {"cfm_ot_twin": "base.name=gaussian"} and not cfm.baselines
   assert mix.base.name == "gmm" and cfm.base.name == "gaussian"
   assert mix.dataset.name == ("bbbc021_wells" if variant.startswith("wells") else "bbbc021_sim")
   assert mix.dataset.split == "cellflux"
@@ -135,7 +135,7 @@ def test_bbbc021_variants(variant):
   want = 500 if variant.startswith("wells") else mix.eval.max_samples
   assert mix.eval.samples_per_condition == cfm.eval.samples_per_condition == want
   names = [n for n, _ in mixflow_bbbc021.sweeps()["baseline"]]
-  assert names == ["mixflow", "cfm"] and mix.compare.reference == "cfm"
+  assert names == ["mixflow", "cfm_ot_twin"]
   with pytest.raises(ValueError, match="unknown variant"):
     mixflow_bbbc021.get_config("nope")
 
@@ -153,7 +153,7 @@ def test_every_named_sweep_point_is_a_valid_config(name):
     keep = {"dataset.dim": config.dataset.dim} if _has(config, "dataset.pca_components") else {}
     for point, overrides in grid:
       try:
-        setup(tiny(sweep_lib.apply_overrides(config, overrides), **keep))
+        setup(tiny(apply_overrides(config, overrides), **keep))
       except Exception as e:  # pylint: disable=broad-except
         raise AssertionError(f"{name} sweep {sweep!r} point {point!r}: {e}") from e
 
@@ -165,11 +165,11 @@ def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
     pytest.skip(f"{mixflow_bbbc021.WELLS_CSV} or {mixflow_bbbc021.FINGERPRINTS} is absent")
   config = tiny(mixflow_bbbc021.get_config("wells_runlocal"),
                 **{"eval.splits": ("heldout",), "base.num_modes": 3})
-  summary = sweep_lib.run_named(config, CONFIG_DIR / "mixflow_bbbc021.py", "baseline", tmp_path)
+  results = train_with_baselines(config, tmp_path, label="mixflow")
   out = capsys.readouterr().out
-  assert "real BBBC021 well-level" in out and "| mixflow |" in out and "| cfm |" in out
-  for point in ("mixflow", "cfm"):
-    ev = json.loads((tmp_path / point / "seed0" / "eval.json").read_text())
+  assert "| mixflow |" in out and "| cfm_ot_twin |" in out
+  for point in ("mixflow", "cfm_ot_twin"):
+    ev = results[point]
     held = ev["w2"]["heldout"]["per_condition"]
     assert sorted(held) == sorted(["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel",
                                    "epothilone B", "lactacystin", "latrunculin B",
@@ -177,8 +177,8 @@ def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
     for m in ("mmd", "w1", "w2", "energy"):
       assert np.isfinite(ev[m]["heldout"]["mean"])
     # 500 generated wells per compound, not as few as the 3-9 real ones.
-    gen = np.load(tmp_path / point / "seed0" / "samples.npz")
+    rdir = tmp_path if point == "mixflow" else tmp_path / "baselines" / point
+    gen = np.load(rdir / "samples.npz")
     assert {gen[f"heldout/{c}"].shape for c in held} == {(500, 189)}
-  rows = {r["name"]: r for r in summary["points"]}
-  assert set(rows) == {"mixflow", "cfm"}
-  assert all(np.isfinite(r["metrics"]["w1"]["mean"]) for r in rows.values())
+  summary = json.loads((tmp_path / "comparison.json").read_text())
+  assert [r["name"] for r in summary["points"]] == ["mixflow", "cfm_ot_twin"]

@@ -8,7 +8,8 @@ import pytest
 import scipy.linalg
 
 from flowzoo.registry import SOLVERS
-from flowzoo.sampling import guided_velocity, integrate
+from flowzoo.guidance import guided_velocity
+from flowzoo.sampling import integrate
 
 # A damped rotation coupled to a decaying mode: non-normal, so the error
 # constants do not vanish, and mild enough for coarse grids in float32.
@@ -173,5 +174,6 @@ def test_bad_arguments_raise_before_tracing(kwargs, match):
 
 
 def test_unknown_solver_lists_valid_names():
-  with pytest.raises(KeyError, match=r"Unknown solver 'rk5'.*Valid solver names: dopri5, euler"):
+  with pytest.raises(KeyError, match=r"Unknown solver 'rk5'.*Valid solver names \(defining module\): "
+                     r"dopri5 \(flowzoo.sampling\), euler"):
     integrate(_never_called, jnp.asarray(X0), solver="rk5")

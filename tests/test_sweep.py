@@ -9,6 +9,8 @@ import pytest
 
 from experiments.configs import mixflow_bbbc021
 from flowzoo import sweep as sweep_lib
+from flowzoo.config import apply_overrides
+from flowzoo.experiment import train_with_baselines
 from tests.helpers import tiny_letters_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -16,18 +18,18 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 def test_apply_overrides_follows_cli_rules():
   c = tiny_letters_config()
-  c2 = sweep_lib.apply_overrides(c, {"model.hidden": [8], "seed": 3})
+  c2 = apply_overrides(c, {"model.hidden": [8], "seed": 3})
   assert c2.model.hidden == (8,) and c2.seed == 3
   assert c.model.hidden == (16, 16) and c.seed == 0  # the base config is untouched
   with pytest.raises(KeyError, match="hiden"):
-    sweep_lib.apply_overrides(c, {"model.hiden": (8,)})
+    apply_overrides(c, {"model.hiden": (8,)})
   with pytest.raises(KeyError, match="nosuch"):
-    sweep_lib.apply_overrides(c, {"nosuch.x": 1})
+    apply_overrides(c, {"nosuch.x": 1})
   # Swapping a component allows its own knobs and fills in its defaults.
-  g = sweep_lib.apply_overrides(c, {"base.name": "gmm", "base.num_modes": 3})
+  g = apply_overrides(c, {"base.name": "gmm", "base.num_modes": 3})
   assert g.base.num_modes == 3 and g.base.variance == 0.01 and g.base.temperature == 0.5
   with pytest.raises(KeyError, match="does not take"):
-    sweep_lib.apply_overrides(c, {"base.name": "gmm", "base.epsilon": 0.1})
+    apply_overrides(c, {"base.name": "gmm", "base.epsilon": 0.1})
   with pytest.raises(AttributeError):
     g.new_field = 1  # still locked
 
@@ -66,7 +68,7 @@ def test_run_sweep_table_stats_and_reuse(tmp_path):
   # Finished runs with the same config are reused; a changed config reruns.
   sweep_lib.run_sweep(c, grid, tmp_path, seeds=(0, 1, 2), run_fn=fake_run)
   assert len(calls) == 6
-  sweep_lib.run_sweep(sweep_lib.apply_overrides(c, {"train.steps": 12}), grid[:1], tmp_path,
+  sweep_lib.run_sweep(apply_overrides(c, {"train.steps": 12}), grid[:1], tmp_path,
                       seeds=(0,), run_fn=fake_run)
   assert len(calls) == 7
 
@@ -85,17 +87,17 @@ def test_points_differing_only_in_evaluation_are_trained_once(tmp_path, capsys):
   shared = json.loads((h_dir / "eval.json").read_text())
   assert sorted(shared["w2"]["heldout"]["per_condition"]) == ["H_r01", "H_r03"]
   # The same numbers as training the H point from scratch.
-  direct = train_and_evaluate(sweep_lib.apply_overrides(c, {"dataset.val_letter": "H"}),
+  direct = train_and_evaluate(apply_overrides(c, {"dataset.val_letter": "H"}),
                               tmp_path / "direct")
   for m in ("w1", "w2", "mmd", "energy"):
     assert shared[m]["heldout"]["mean"] == pytest.approx(direct[m]["heldout"]["mean"], rel=1e-6)
   # A point that changes training has no twin, whatever its val_letter.
-  wider = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "model.hidden": (8, 8)})
-  earlier = [(sweep_lib.Point("S"), sweep_lib.apply_overrides(c, {}), s_dir)]
+  wider = apply_overrides(c, {"dataset.val_letter": "H", "model.hidden": (8, 8)})
+  earlier = [(sweep_lib.Point("S"), apply_overrides(c, {}), s_dir)]
   assert sweep_lib._trained_twin(wider, tmp_path / "new", earlier) is None
-  other_saves = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "train.ckpt_every": 8})
+  other_saves = apply_overrides(c, {"dataset.val_letter": "H", "train.ckpt_every": 8})
   assert sweep_lib._trained_twin(other_saves, tmp_path / "new", earlier) is None
-  same = sweep_lib.apply_overrides(c, {"dataset.val_letter": "H", "eval.num_steps": 2})
+  same = apply_overrides(c, {"dataset.val_letter": "H", "eval.num_steps": 2})
   assert sweep_lib._trained_twin(same, tmp_path / "new", earlier).name == "S"
 
 
@@ -116,32 +118,32 @@ def test_run_sweep_rejects_bad_grids(tmp_path):
   assert not any(tmp_path.iterdir())
 
 
-def test_main_job_path_mixflow_vs_cfm_tiny(tmp_path, capsys):
-  """`experiments.run --config=mixflow_bbbc021.py` (compare.sweep) on a shrunk simulation."""
-  config = sweep_lib.apply_overrides(mixflow_bbbc021.get_config("runlocal"), {
+def test_main_job_trains_its_declared_baseline_beside_it(tmp_path, capsys):
+  """`experiments.run --config=mixflow_bbbc021.py`: MixFlow and its CFM twin, one table."""
+  config = apply_overrides(mixflow_bbbc021.get_config("runlocal"), {
       "dataset.dim": 4, "dataset.cells_per_population": 32, "dataset.control_cells_per_plate": 8,
       "model.hidden": (16, 16), "model.cond_embed": 8, "base.hidden": (8,), "base.num_modes": 3,
       "data.batch_size": 16, "train.steps": 4, "train.steps_per_dispatch": 2,
       "train.log_every": 2, "train.ckpt_every": 4, "eval.num_steps": 4})
-  summary = sweep_lib.run_named(config, CONFIG_DIR / "mixflow_bbbc021.py", config.compare.sweep,
-                                tmp_path)
+  results = train_with_baselines(config, tmp_path, label="mixflow")
   out = capsys.readouterr().out
-  assert "SIMULATED" in out and "--config=mixflow_bbbc021.py:wells" in out
-  assert "| mixflow |" in out and "| cfm |" in out and "change vs cfm" in out
-  assert [r["name"] for r in summary["points"]] == ["mixflow", "cfm"]
-  table = (tmp_path / "sweep.md").read_text()
-  assert "| mixflow |" in table and "| cfm |" in table
-  for point in ("mixflow", "cfm"):
-    run = tmp_path / point / "seed0"
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["compare"]["sweep"] == ""  # each point is one plain run
+  assert "[run 1/2: mixflow]" in out and "[run 2/2: cfm_ot_twin] base.name=gaussian" in out
+  assert "| mixflow |" in out and "| cfm_ot_twin |" in out and "cfm_ot_twin: base.name=gaussian" in out
+  assert list(results) == ["mixflow", "cfm_ot_twin"]
+  table = (tmp_path / "comparison.md").read_text()
+  assert "| mixflow |" in table and "| cfm_ot_twin |" in table
+  for point, rdir in (("mixflow", tmp_path), ("cfm_ot_twin", tmp_path / "baselines" / "cfm_ot_twin")):
+    cfg = json.loads((rdir / "config.json").read_text())
     assert cfg["base"]["name"] == ("gmm" if point == "mixflow" else "gaussian")
-    ev = json.loads((run / "eval.json").read_text())
+    assert cfg["baselines"] == ({} if point == "cfm_ot_twin" else {"cfm_ot_twin": "base.name=gaussian"})
+    ev = json.loads((rdir / "eval.json").read_text())
     assert sorted(ev["w1"]["heldout"]["per_condition"]) == sorted(
         ["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel", "epothilone B", "lactacystin",
          "latrunculin B", "simvastatin"])
     assert all(np.isfinite(ev[m]["heldout"]["mean"]) for m in ("mmd", "w1", "w2", "energy"))
-  # Running the main job again with more seeds reuses the finished seed-0 runs.
-  more = sweep_lib.apply_overrides(config, {"compare.sweep": "", "compare.seeds": (0, 1),
-                                            "base.name": "gaussian"})
-  assert sweep_lib._finished(more, tmp_path / "cfm" / "seed0")
+  # A second run reuses both finished runs (nothing retrained: same eval.json).
+  again = train_with_baselines(config, tmp_path, label="mixflow")
+  assert again == results
+  with pytest.raises(ValueError, match=r"config.baselines.cfm_ot_twin = 'model.hiden=3'.*hiden"):
+    train_with_baselines(apply_overrides(config, {"baselines.cfm_ot_twin": "model.hiden=3"}),
+                         tmp_path)

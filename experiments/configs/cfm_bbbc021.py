@@ -1,25 +1,25 @@
-"""Vanilla CFM on BBBC021 held-out compounds: the twin of mixflow_bbbc021.py with base N(0, I).
+"""Vanilla CFM on BBBC021 held-out compounds: the OT twin of mixflow_bbbc021.py with base N(0, I).
 
-Identical to `mixflow_bbbc021.py` (same variants, data, velocity network,
-exact per-population OT coupling, optimizer and schedule) except
-`base.name=gaussian`: with a fixed base MixFlow has nothing to project and
-is vanilla CFM (MixFlow §3, first paragraph; Table 4's CFM row). It is one
-plain run (`compare.sweep=''`); the main job runs both methods itself.
+The shared BBBC021 set-up (`bbbc021_common.py`: same variants, data,
+velocity network, exact per-population OT coupling, optimizer and schedule)
+with `method.name=cfm`, `base.name=gaussian`: with a fixed base MixFlow has
+nothing to project and is CFM (MixFlow §3, first paragraph; Table 4's CFM
+row). The main job trains this twin itself as its `cfm_ot_twin` baseline.
 
 DEFAULT DATA IS SIMULATED (`bbbc021_sim`); `:wells` uses the real
-well-level profiles in ../shared/data/bbbc021_wells (see mixflow_bbbc021.py).
+well-level profiles in ../shared/data/bbbc021_wells.
 
     python -m experiments.run --config=cfm_bbbc021.py --workdir=/tmp/cfm_bbbc021
     python -m experiments.run --config=cfm_bbbc021.py:runlocal --workdir=/tmp/cfm_bbbc021_local
-    python -m experiments.run --config=cfm_bbbc021.py:wells --workdir=/tmp/cfm_bbbc021_wells
 
-Expected metrics: see README "Results" (measured numbers live there).
+Expected: the `cfm_ot_twin` rows of results/mixflow_bbbc021.md.
 """
 
-from experiments.configs import common, mixflow_bbbc021
+from experiments.configs import bbbc021_common, common
 
 
 def get_config(arg: str | None = None):
-  c = common.replace_section(mixflow_bbbc021.get_config(arg), "base", name="gaussian", sigma=1.0)
-  c.compare.sweep = ""
-  return c
+  c = bbbc021_common.base_config(arg, "cfm_bbbc021")
+  c.method = dict(name="cfm", sigma=0.0, p_uncond=0.0, group_coupling=True)
+  c.base = dict(name="gaussian", sigma=1.0)
+  return common.finalize(c)

@@ -10,7 +10,11 @@ evaluates the last checkpoint instead.
     python -m experiments.run --config=cfm_letters.py --workdir=/tmp/cfm_letters
     python -m experiments.run --config=cfm_letters.py:runlocal --workdir=/tmp/cfm_letters_local
 
-Expected metrics: see README "Results" (measured numbers live there).
+Expected (20,000 steps, 3 seeds, held-out W1 / W2 / MMD / energy, mean over
+seeds; `python -m experiments.sweep --config=cfm_letters.py --sweep=letters
+--seeds=0,1,2 --workdir=DIR '--config.eval.splits=("heldout",)'`):
+  S 0.4664 / 0.5515 / 0.01179 / 0.0377;  H 0.5324 / 0.6416 / 0.01293 / 0.0357.
+MixFlow Table 1's CFM row (W2): S 0.567, H 0.678.
 """
 
 from experiments.configs import common

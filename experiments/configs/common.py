@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from flowzoo import build
+from flowzoo import config as config_lib
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -26,6 +26,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim_overrides = dict(velocity={}, base={})
   c.train = dict(steps=10_000, steps_per_dispatch=100, log_every=500, ckpt_every=2_000,
                  keep_checkpoints=2, ema_decay=0.999)
+  # Learned baselines trained and evaluated beside this config by
+  # `experiments.run`: arm name -> "key=value;..." overrides of this config
+  # (flowzoo.config.baseline_arms); an empty string disables an arm.
+  c.baselines = dict()
   c.eval = dict(splits=("train", "validation", "heldout"), solver="euler", num_steps=32,
                 guidance=1.0, metrics=("w1", "w2", "mmd", "energy"), max_samples=2000,
                 samples_per_condition=0, chunk=1024, plot_conditions=10,
@@ -35,22 +39,5 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds the components' default knobs, then locks so a misspelt override fails."""
-  with c.unlocked():
-    build.fill_defaults(c)
-    # Every `optim` field of a group may be overridden from the command line
-    # (`--config.optim_overrides.base.lr=3e-4`); unset (None) inherits `optim`.
-    for group in c.optim_overrides.values():
-      for key, value in c.optim.items():
-        if key not in group:
-          group[key] = ml_collections.config_dict.placeholder(type(value))
-  c.lock()
-  return c
-
-
-def replace_section(c: ml_collections.ConfigDict, section: str, **fields) -> ml_collections.ConfigDict:
-  """Swaps a component section of a finalized config (for derived configs)."""
-  with c.unlocked():
-    c[section] = ml_collections.ConfigDict(fields)
-  return finalize(c)
+finalize = config_lib.finalize
+replace_section = config_lib.replace_section

@@ -7,7 +7,9 @@ the mean-scaled squared Euclidean cost, MixFlow Algorithm 1 line 10).
     python -m experiments.run --config=otcfm_letters.py --workdir=/tmp/otcfm_letters
     python -m experiments.run --config=otcfm_letters.py:runlocal --workdir=/tmp/otcfm_letters_local
 
-Expected metrics: see README "Results" (measured numbers live there).
+Expected (`:runlocal`, seed 0, W1 / W2 / MMD / energy; checks the code runs,
+not the paper's protocol): train 0.6536 / 0.7957 / 0.01973 / 0.06368,
+heldout 0.5733 / 0.6703 / 0.01519 / 0.04966. The full config was not measured.
 """
 
 from experiments.configs import cfm_letters, common

@@ -20,11 +20,25 @@ class Base:
   trainable: bool = False
   # True when `sample` reads `batch["x0"]` (the dataset's source samples).
   needs_sources: bool = False
+  # What a sample is ("euclidean", "bures", "pointclouds"); None: the data's own.
+  state_space: str | None = "euclidean"
 
   def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> Params:
     """Returns the parameters (an empty dict for fixed bases)."""
     del rng, batch
     return {}
+
+  def init_from_data(self, params: Params, x, groups=None, *, seed: int = 0) -> Params:
+    """Host-side, data-dependent parameters, once after `init` (default: unchanged).
+
+    Args:
+      params: from `init`.
+      x: `[N, *event]` training samples.
+      groups: `[N]` condition index of each sample (or None).
+      seed: seed of any random choice (K-means, sample picks).
+    """
+    del x, groups, seed
+    return params
 
   def sample(self, params: Params, rng: jax.Array, batch: dict[str, jax.Array], *,
              train: bool = False) -> jax.Array:

@@ -10,8 +10,8 @@ degrees of freedom follow the reference code (DoronHav/BuresWassersteinFlowMatch
 `utils_Noise.gaussian`: k = D * 5); larger k concentrates Sigma around Sigma_bar.
 
 The statistics are fixed, non-trainable parameters (`params["base"]`): `init`
-estimates them from the batch the trainer starts with, and `fit` from all
-training samples (the BW-FM method calls it in `init_from_data`).
+estimates them from the batch the trainer starts with, `init_from_data` from all
+training samples.
 """
 
 from __future__ import annotations
@@ -52,7 +52,14 @@ class Wishart(Base):
     self.df = int(math.ceil(df_scale * d))
     self.mean_scale, self.barycenter_iters = float(mean_scale), int(barycenter_iters)
 
-  def fit(self, x: jax.Array) -> dict[str, jax.Array]:
+  state_space = "bures"
+
+  def init_from_data(self, params, x, groups=None, *, seed: int = 0) -> dict[str, jax.Array]:
+    """Refits the statistics on all training Gaussians `[N, D + 1, D]` (App. D)."""
+    del params, groups, seed
+    return self._statistics(x)
+
+  def _statistics(self, x: jax.Array) -> dict[str, jax.Array]:
     """Statistics of packed Gaussians `[n, D + 1, D]`: mean/std of means, chol(barycentre)."""
     if tuple(x.shape[1:]) != self.event_shape:
       raise ValueError(f"wishart base: data of event shape {tuple(x.shape[1:])}, the base was "
@@ -64,7 +71,7 @@ class Wishart(Base):
 
   def init(self, rng, batch):
     del rng
-    return self.fit(batch["x1"])
+    return self._statistics(batch["x1"])
 
   def sample(self, params, rng, batch, *, train=False):
     """`[B, D + 1, D]` source Gaussians, one per row of `batch`."""

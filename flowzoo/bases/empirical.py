@@ -22,6 +22,7 @@ class Empirical(Base):
   """
 
   needs_sources = True
+  state_space = None  # the sources are the data's own kind of sample
 
   def sample(self, params, rng, batch, *, train=False):
     del params, rng, train

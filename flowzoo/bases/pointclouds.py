@@ -65,6 +65,8 @@ class GaussianClouds(Base):
       factorisation (clouds with fewer than D + 1 points are singular).
   """
 
+  state_space = "pointclouds"
+
   def __init__(self, *, event_shape: Sequence[int], std_scale: float = 1.0,
                jitter: float = 1e-4):
     event_shape = tuple(event_shape)

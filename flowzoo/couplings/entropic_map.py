@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 
 from flowzoo.couplings import plans, rounding
+from flowzoo.couplings.coupling import Coupling
 from flowzoo.registry import COUPLINGS
 
 
 @COUPLINGS.register("entropic_map")
-class EntropicMap:
+class EntropicMap(Coupling):
   """Out-of-sample entropic OT map between two weighted / masked point clouds.
 
   Args: as `Sinkhorn` (no `pairs`); defaults epsilon 0.01 and up to 1000
@@ -43,6 +44,7 @@ class EntropicMap:
   """
 
   is_map = True  # not an index coupling: methods must not call it as (rng, x0, x1).
+  accepts_cost = False
 
   def __init__(self, *, epsilon: float = rounding.EPSILON, relative_epsilon: str | None = None,
                scale_cost: float | str | None = "mean",

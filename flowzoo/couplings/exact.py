@@ -25,6 +25,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from flowzoo.couplings import plans
+from flowzoo.couplings.coupling import Coupling
 from flowzoo.registry import COUPLINGS
 
 
@@ -60,7 +61,7 @@ def assign(cost: np.ndarray, mask0: np.ndarray, mask1: np.ndarray,
 
 
 @COUPLINGS.register("exact")
-class Exact:
+class Exact(Coupling):
   """Exact OT assignment via a host callback to scipy.
 
   Args:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from flowzoo.couplings.coupling import Coupling
 from flowzoo.registry import COUPLINGS
 
 
 @COUPLINGS.register("independent")
-class Independent:
+class Independent(Coupling):
   """Keeps the minibatch order: source and target were drawn independently."""
+
+  keeps_order = True
+  accepts_cost = False
 
   def __call__(self, rng: jax.Array, x0: jax.Array, x1: jax.Array, *,
                groups: jax.Array | None = None, mask0: jax.Array | None = None,

@@ -276,3 +276,44 @@ def check_inputs(who: str, x0, x1, *, groups=None, mask0=None, mask1=None,
       if (s > 0) != (t > 0):
         raise ValueError(f"{who}: group {label} has {s} valid sources but {t} valid targets; "
                          "a group with no partner cannot be coupled within its group.")
+
+
+# -- rounding a plan to a permutation (WFM Appendix A.1; see rounding.py) ----------------
+# Invalid (masked / cross-group) entries rank below every valid entry but above
+# already matched ones (-inf), so padded rows still pair with padded columns
+# and the result stays a permutation.
+_INVALID = -1e30
+
+
+def greedy_round(score: jax.Array) -> jax.Array:
+  """Greedy (max-first) rounding of a square score matrix to a permutation.
+
+  Args:
+    score: `[n, n]` plan or log plan (higher = preferred); -inf/nan = invalid.
+  Returns:
+    `[n]` int32 permutation `j`: row k is matched with column j[k].
+  """
+  n, m = score.shape
+  if n != m:
+    raise ValueError(f"greedy_round needs a square matrix, got {score.shape}.")
+  s = jnp.where(jnp.isnan(score) | (score == -jnp.inf), _INVALID, score)
+  rows = jnp.arange(n)
+
+  def cond(state):
+    match, _ = state
+    return jnp.any(match < 0)
+
+  def body(state):
+    match, col_taken = state
+    free_r = match < 0
+    live = jnp.where(free_r[:, None] & ~col_taken[None, :], s, -jnp.inf)
+    r_best = jnp.argmax(live, axis=1)  # first maximum: lowest column index on ties.
+    c_best = jnp.argmax(live, axis=0)  # lowest row index on ties.
+    mutual = free_r & (c_best[r_best] == rows)
+    match = jnp.where(mutual, r_best, match)
+    col_taken = col_taken.at[r_best].max(mutual)
+    return match, col_taken
+
+  match, _ = jax.lax.while_loop(
+      cond, body, (jnp.full((n,), -1, jnp.int32), jnp.zeros((n,), bool)))
+  return match

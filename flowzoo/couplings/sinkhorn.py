@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from flowzoo.couplings import plans
+from flowzoo.couplings.coupling import Coupling
 from flowzoo.registry import COUPLINGS
 
 PAIRS = ("sample", "sample_no_replace", "row_sample", "argmax", "round")
@@ -52,13 +53,12 @@ def draw_pairs(rng: jax.Array, log_plan: jax.Array, how: str) -> tuple[jax.Array
   if how == "argmax":
     return rows, jnp.argmax(log_plan, axis=1).astype(jnp.int32)
   if how == "round":
-    from flowzoo.couplings.rounding import greedy_round  # rounding.py subclasses Sinkhorn.
-    return rows, greedy_round(log_plan)
+    return rows, plans.greedy_round(log_plan)
   raise ValueError(f"unknown pairs mode {how!r}; valid: {PAIRS}.")
 
 
 @COUPLINGS.register("sinkhorn")
-class Sinkhorn:
+class Sinkhorn(Coupling):
   """Entropic OT coupling through ott-jax, jit-friendly, optionally group-restricted.
 
   Args:

@@ -1,4 +1,4 @@
-"""BBBC021 compound screen as populations: real-data loaders, splits, PCA.
+"""BBBC021 compound screen as populations: the real-data loaders.
 
 MixFlow §5.3 (Table 4) trains on a subset of BBBC021 compounds and predicts
 the morphology of held-out compounds from their chemical descriptors alone.
@@ -15,148 +15,25 @@ Loaders (both registered in `DATASETS`):
   * `bbbc021_cells`: per-cell embeddings (npz, h5ad via h5py, parquet, csv)
     with per-cell compound / dose / plate / MoA columns.
 
-Named held-out splits: CellFlux's 8 compounds (Zhang et al. 2025, App. H,
-Table 4) and IMPA's 10 (Palma et al. 2025, `bbbc021_all.yaml`), embedded below
-and optionally re-read from the original config files (`splits_dir`); seeded
-random splits hold out a fraction of the treated compounds.
+Named held-out splits live in `flowzoo.data.splits`, PCA in
+`flowzoo.data.pca`, file readers in `flowzoo.data.tables`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from flowzoo.data import descriptors as desc_lib
+from flowzoo.data.pca import fit_pca, reduce_populations
 from flowzoo.data.populations import Populations
+from flowzoo.data.splits import CONTROLS, assign_splits
+from flowzoo.data.tables import read_cell_table
 from flowzoo.registry import DATASETS
 
-# ood_set of CellFlux configs/bbbc021_all.yaml (commit 3256adc).
-CELLFLUX_HELDOUT = ("docetaxel", "AZ841", "cytochalasin D", "simvastatin", "cyclohexamide",
-                    "latrunculin B", "epothilone B", "lactacystin")
-# ood_set of IMPA config_hydra/config/bbbc021_all.yaml (commit 13eb82f).
-IMPA_HELDOUT = ("taxol", "ALLN", "bryostatin", "simvastatin", "MG-132", "methotrexate",
-                "colchicine", "cytochalasin B", "AZ258", "cisplatin")
-NAMED_HELDOUT = {"cellflux": CELLFLUX_HELDOUT, "impa": IMPA_HELDOUT}
-SPLIT_FILES = {"cellflux": "cellflux/bbbc021_all.yaml", "impa": "impa/bbbc021_all.yaml"}
 GROUPINGS = ("compound", "compound_dose")
-CONTROLS = ("DMSO",)
-
-
-def read_heldout_list(name: str, splits_dir: str | Path) -> tuple[str, ...]:
-  """The `ood_set` of a named split's original config file under `splits_dir`."""
-  import yaml  # pylint: disable=import-outside-toplevel
-
-  if name not in SPLIT_FILES:
-    raise ValueError(f"No split file for {name!r}; named splits: {sorted(SPLIT_FILES)}.")
-  path = Path(splits_dir) / SPLIT_FILES[name]
-  with open(path) as f:
-    ood = yaml.safe_load(f).get("ood_set")
-  if not ood:
-    raise ValueError(f"{path} has no ood_set list.")
-  return tuple(str(c) for c in ood)
-
-
-def assign_splits(compounds: Sequence[str], split: str | Sequence[str] = "cellflux", *,
-                  heldout_fraction: float = 0.3, num_validation: int = 0, seed: int = 0,
-                  splits_dir: str | Path | None = None,
-                  controls: Sequence[str] = CONTROLS) -> dict[str, str]:
-  """Split label ("train" / "validation" / "heldout") of every compound.
-
-  Args:
-    compounds: the screen's compound names (controls included).
-    split: "cellflux" or "impa" (named held-out lists), "random" (a seeded
-      `heldout_fraction` of the treated compounds), "none", or an explicit
-      list of held-out compounds, as a sequence or as one string separated
-      by ";" (the config field is a string, so that is the command-line form:
-      `--config.dataset.split='taxol;AZ138'`; ";" because chemical names
-      contain commas).
-    num_validation: train compounds moved to "validation" (seeded), e.g. for
-      checkpoint selection without looking at the held-out compounds.
-    splits_dir: if set, named lists are read from the original config files
-      there instead of the embedded constants.
-    controls: always "train" (the control is observed in every setting).
-  """
-  ctrl = {desc_lib.normalize_name(c) for c in controls}
-  treated = sorted((c for c in set(compounds) if desc_lib.normalize_name(c) not in ctrl),
-                   key=desc_lib.normalize_name)
-  by_key = {desc_lib.normalize_name(c): c for c in treated}
-  if isinstance(split, str) and split in NAMED_HELDOUT:
-    wanted = read_heldout_list(split, splits_dir) if splits_dir else NAMED_HELDOUT[split]
-  elif isinstance(split, str) and split == "random":
-    if not 0.0 < heldout_fraction < 1.0:
-      raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}.")
-    n_held = max(1, int(round(heldout_fraction * len(treated))))
-    wanted = list(np.random.default_rng([seed, 0]).choice(treated, n_held, replace=False))
-  elif isinstance(split, str) and split == "none":
-    wanted = []
-  elif isinstance(split, str) and ";" in split:
-    wanted = [c.strip() for c in split.split(";") if c.strip()]
-  elif isinstance(split, str):
-    raise ValueError(f"Unknown split {split!r}; use one of {sorted(NAMED_HELDOUT)}, "
-                     "'random', 'none', or a list of held-out compounds (a sequence, or one "
-                     "string separated by ';').")
-  else:
-    wanted = list(split)
-  unknown = [c for c in wanted if desc_lib.normalize_name(c) not in by_key]
-  if unknown:
-    raise ValueError(f"Split {split if isinstance(split, str) else 'list'!r} names compound(s) "
-                     f"{unknown} that are not treated compounds of this dataset; known: {treated}.")
-  held = {by_key[desc_lib.normalize_name(c)] for c in wanted}
-  rest = [c for c in treated if c not in held]
-  if not 0 <= num_validation < len(rest):
-    raise ValueError(f"num_validation={num_validation} must be in [0, {len(rest)}) "
-                     f"(train compounds left after holding out {len(held)}).")
-  val = set(np.random.default_rng([seed, 1]).choice(rest, num_validation, replace=False).tolist())
-  return {c: "heldout" if c in held else "validation" if c in val else "train"
-          for c in compounds}
-
-
-@dataclasses.dataclass(frozen=True)
-class PCA:
-  """A linear projection `(x - mean) @ components.T` to k dimensions."""
-
-  mean: np.ndarray  # [D]
-  components: np.ndarray  # [k, D], orthonormal rows
-  explained_variance_ratio: np.ndarray  # [k]
-
-  def __call__(self, x: np.ndarray) -> np.ndarray:
-    return ((np.asarray(x, np.float64) - self.mean) @ self.components.T).astype(np.float32)
-
-
-def fit_pca(x: np.ndarray, k: int) -> PCA:
-  """Principal components of `x` `[N, D]` via SVD (deterministic, no sklearn)."""
-  x = np.asarray(x, np.float64).reshape(len(x), -1)
-  if not 1 <= k <= min(x.shape):
-    raise ValueError(f"PCA to k={k} components needs 1 <= k <= min(N={x.shape[0]}, "
-                     f"D={x.shape[1]}) of the fitting data.")
-  mean = x.mean(0)
-  _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-  var = s**2
-  return PCA(mean, vt[:k], var[:k] / max(var.sum(), 1e-30))
-
-
-def reduce_populations(pops: Populations, k: int) -> Populations:
-  """Projects samples and sources to k principal components of the TRAIN samples.
-
-  Fitting on train conditions only keeps the held-out compounds' profiles out
-  of the representation: a PCA that saw them would already encode their
-  response directions, leaking test information into training (MixFlow
-  Fig. 3b varies this k from 50 to 500).
-  """
-  if len(pops.event_shape) != 1:
-    raise ValueError(f"PCA needs vector samples, got event shape {pops.event_shape}.")
-  train = pops.split_ids("train")
-  pca = fit_pca(np.concatenate([pops.samples[i] for i in train]), k)
-  sources = None if pops.sources is None else [pca(s) for s in pops.sources]
-  return dataclasses.replace(
-      pops, samples=[pca(s) for s in pops.samples], sources=sources,
-      info=f"{pops.info} PCA to {k} components fitted on train conditions "
-           f"({pca.explained_variance_ratio.sum():.1%} of train variance).")
 
 
 def populations_from_rows(features: np.ndarray, meta: pd.DataFrame, *, source: str,
@@ -333,59 +210,6 @@ def _common(args: dict) -> dict:
           "heldout_fraction", "num_validation", "split_seed", "splits_dir", "pca_components",
           "plate_key", "compound_key", "dose_key", "moa_key")
   return {k: args[k] for k in keys}
-
-
-def read_cell_table(path: str | Path, *, features_key: str = "X",
-                    obsm_key: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-  """Per-cell features `[N, D]` and metadata from npz, h5ad (h5py), parquet or csv.
-
-  npz: array `features_key` plus 1-D arrays of length N (the columns).
-  h5ad: dense or CSR `X` (or `obsm/<obsm_key>`), columns from `obs` (plain
-  or categorical anndata encodings), read with h5py (no anndata needed).
-  parquet/csv: numeric columns whose name starts with `features_key` are
-  features (e.g. "X0", "X1", ...); the others are metadata.
-  """
-  path = Path(path)
-  suffix = path.suffix.lower()
-  if suffix == ".npz":
-    with np.load(path, allow_pickle=False) as z:
-      if features_key not in z:
-        raise KeyError(f"{path}: no array {features_key!r}; arrays: {sorted(z.files)}.")
-      x = z[features_key]
-      meta = pd.DataFrame({k: z[k] for k in z.files if k != features_key and z[k].ndim == 1
-                           and len(z[k]) == len(x)})
-    return x.reshape(len(x), -1), meta
-  if suffix in (".h5ad", ".h5"):
-    import h5py  # pylint: disable=import-outside-toplevel
-    with h5py.File(path, "r") as f:
-      node = f["obsm"][obsm_key] if obsm_key else f["X"]
-      if isinstance(node, h5py.Group):  # CSR sparse matrix.
-        from scipy import sparse  # pylint: disable=import-outside-toplevel
-        shape = tuple(node.attrs["shape"])
-        x = sparse.csr_matrix((node["data"][:], node["indices"][:], node["indptr"][:]),
-                              shape=shape).toarray()
-      else:
-        x = node[:]
-      cols = {}
-      for name, col in f["obs"].items():
-        if isinstance(col, h5py.Group) and "codes" in col:
-          cats = np.array([_decode(v) for v in col["categories"][:]], dtype=object)
-          cols[name] = cats[col["codes"][:]]
-        elif isinstance(col, h5py.Dataset) and col.ndim == 1 and name != "_index":
-          cols[name] = np.array([_decode(v) for v in col[:]], dtype=object)
-    return x, pd.DataFrame(cols).infer_objects()
-  if suffix in (".parquet", ".csv"):
-    table = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
-    feats = [c for c in table.columns if str(c).startswith(features_key)
-             and pd.api.types.is_numeric_dtype(table[c])]
-    if not feats:
-      raise KeyError(f"{path}: no numeric feature columns starting with {features_key!r}.")
-    return table[feats].to_numpy(np.float32), table.drop(columns=feats)
-  raise ValueError(f"{path}: unsupported format {suffix!r}; use .npz, .h5ad, .parquet or .csv.")
-
-
-def _decode(v):
-  return v.decode() if isinstance(v, bytes) else v
 
 
 @DATASETS.register("bbbc021_cells")

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowzoo.data.bbbc021 import assign_splits, reduce_populations
+from flowzoo.data.pca import reduce_populations
+from flowzoo.data.splits import assign_splits
 from flowzoo.data.populations import Populations
 from flowzoo.registry import DATASETS
 

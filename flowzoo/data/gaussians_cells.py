@@ -33,6 +33,7 @@ import numpy as np
 
 from flowzoo.data.gaussians import gaussian_populations
 from flowzoo.data.populations import Populations
+from flowzoo.data.pca import fit_pca
 from flowzoo.registry import DATASETS
 
 PBMC_FILE = Path("datasets") / "10x_pbmc68k_reduced.h5ad"
@@ -70,8 +71,7 @@ def standardised_pcs(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _pca(x: np.ndarray, dim: int) -> np.ndarray:
-  from sklearn.decomposition import PCA
-  return PCA(n_components=dim, random_state=0).fit_transform(x - x.mean(0))
+  return fit_pca(x, dim)(x)
 
 
 def _check_args(who: str, dim: int, k: int, ridge: float) -> None:

@@ -24,8 +24,8 @@ extent 3. Table 1's magnitudes fit the larger scale: its CFM distances are
 0.57-0.84 in the two columns of W2 size (the printed column labels disagree
 with the text), 4-5 times flowzoo's font-unit CFM held-out W2 (0.155 on S,
 0.157 on H), about the ratio of the two scales (4.1). `extent=None` keeps
-the font-unit scale (one unit = half the font size), used for every letters
-result measured before 2026-11-24 (README "Letters").
+the font-unit scale (one unit = half the font size), the scale of flowzoo's
+earlier letters results (git history).
 
 Copies. The paper renders several copies of each silhouette in different
 fixed colours, only to obtain several samples per condition; the colours are
@@ -260,5 +260,5 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
 
 
 # The training populations are the same for every `val_letter` (tested), so a
-# finished run may be re-evaluated with another one (`build.evaluation_only_keys`).
+# finished run may be re-evaluated with another one (`config.evaluation_only_keys`).
 letters.evaluation_only = ("val_letter",)

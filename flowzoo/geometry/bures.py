@@ -305,3 +305,40 @@ def mean_min_w2_cov(fake, real, *, fake_mask=None, real_mask=None, chunk: int = 
   m_fake = np.asarray(fake, np.float32)[:, 0]
   m_real = np.asarray(real, np.float32)[j, 0]
   return float(np.mean(np.maximum(w2 - np.sum((m_fake - m_real) ** 2, -1), 0.0)))
+
+
+# -- the geometry interface (same functions as `euclidean`, `pointclouds`) -------------------
+def interpolate(x0: jax.Array, x1: jax.Array, t: jax.Array) -> jax.Array:
+  """Packed McCann interpolant N(m_t, Sigma_t) `[B, D + 1, D]` (Eq. 8); `t` `[B]`."""
+  m0, c0 = unpack_gaussians(x0)
+  m1, c1 = unpack_gaussians(x1)
+  mt, ct, _ = mccann(m0, c0, m1, c1, t)
+  return pack_gaussians(mt, ct)
+
+
+def target_velocity(x0: jax.Array, x1: jax.Array, t: jax.Array, *,
+                    euclidean: bool = False) -> jax.Array:
+  """Packed velocity (m', S) `[B, D + 1, D]` of the McCann path at t.
+
+  S = Sigma'^BW (Eq. 10), or with `euclidean` the Euclidean derivative
+  Sigma'^E = S Sigma_t + Sigma_t S (Eq. 9; BW-FM (E) and Frobenius FM).
+  """
+  m0, c0 = unpack_gaussians(x0)
+  m1, c1 = unpack_gaussians(x1)
+  _, ct, c = mccann(m0, c0, m1, c1, t)
+  dm, s = riemannian_velocity(m0, m1, c, t)
+  return pack_gaussians(dm, euclidean_derivative(s, ct) if euclidean else s)
+
+
+def sq_norm(v: jax.Array, x: jax.Array, mask: jax.Array | None = None, *,
+            frobenius: bool = False) -> jax.Array:
+  """Per-Gaussian squared norm `[B]` of packed tangents `v` at packed Gaussians `x`.
+
+  The BW tangent norm |a|^2 + Tr(S Sigma S) at Sigma (WFM §2.3.1), or with
+  `frobenius` |a|^2 + ||S||_F^2 (Frobenius FM, §4.1).
+  """
+  del mask
+  a, s = unpack_gaussians(v)
+  if frobenius:
+    return frobenius_sq_norm(a, s)
+  return tangent_sq_norm(a, s, unpack_gaussians(x)[1])

@@ -2,7 +2,8 @@
 
 The straight-line probability path of CFM: interpolant (MixFlow Eq. 5,
 PRiMeFlow Algorithm 1 with constant noise sigma), its target velocity
-(MixFlow Eq. 4) and the squared norm used in the loss.
+(MixFlow Eq. 4) and the squared norm used in the loss. Every geometry module
+(`bures`, `pointclouds`) has these three functions with the same arguments.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def target_velocity(x0: jax.Array, x1: jax.Array, t: jax.Array) -> jax.Array:
   return x1 - x0
 
 
-def sq_norm(v: jax.Array) -> jax.Array:
-  """Squared Euclidean norm per sample: `[B, *event]` -> `[B]`."""
+def sq_norm(v: jax.Array, x: jax.Array | None = None, mask: jax.Array | None = None
+            ) -> jax.Array:
+  """Squared Euclidean norm per sample: `[B, *event]` -> `[B]` (the same at every `x`)."""
+  del x, mask  # flat space, no padding
   return jnp.sum(jnp.square(v).reshape(v.shape[0], -1), axis=-1)

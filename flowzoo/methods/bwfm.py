@@ -43,17 +43,14 @@ network, with classifier-free guidance when `p_uncond > 0` (as in `cfm`).
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowzoo.couplings.independent import Independent
 from flowzoo.geometry import bures
-from flowzoo.methods.cfm import guided_field, paired_targets, with_null
-from flowzoo.methods.method import Method, check_components
+from flowzoo.methods.method import Keys, Method
 from flowzoo.registry import METHODS
 from flowzoo.sampling import integrate
 
@@ -75,39 +72,46 @@ def to_tangent(out: jax.Array, dim: int) -> jax.Array:
   return bures.pack_gaussians(out[:, :dim], s)
 
 
+def project(x: jax.Array) -> jax.Array:
+  """Packed Gaussians with covariances projected to SPD (baselines, WFM §4.1)."""
+  m, cov = bures.unpack_gaussians(x)
+  return bures.pack_gaussians(m, bures.project_psd(cov))
+
+
 @METHODS.register("bwfm")
 class BWFM(Method):
   """Flow matching between families of Gaussians (module docstring).
 
   Args:
     model: velocity network on flat vectors (e.g. "mlp").
-    base: source Gaussians (e.g. "wishart"); its `fit` runs on the training data.
+    base: source Gaussians (e.g. "wishart"), fitted to the training data.
     coupling: minibatch coupling; OT couplings get the Fréchet cost (App. C).
     geometry: one of `GEOMETRIES`.
-    p_uncond: probability of the null condition in training (CFG; 0 disables).
-    group_coupling: pair only Gaussians of the same condition.
+    p_uncond, group_coupling: see `Method`.
     separate_networks: one network for the mean velocity and one for the
       covariance velocity (App. E.1), instead of one network for both.
     event_shape: `(D + 1, D)`, wired by the framework.
   """
+
+  name = "bwfm"
+  state_space = "bures"
+  geometry = bures
 
   def __init__(self, *, model, base, coupling, geometry: str = "bw", p_uncond: float = 0.0,
                group_coupling: bool = True, separate_networks: bool = False,
                event_shape: Sequence[int] | None = None):
     if geometry not in GEOMETRIES:
       raise ValueError(f"bwfm: geometry must be one of {GEOMETRIES}, got {geometry!r}.")
-    if not 0.0 <= p_uncond < 1.0:
-      raise ValueError(f"bwfm: p_uncond must be in [0, 1), got {p_uncond}.")
+    super().__init__(model=model, base=base, coupling=coupling, p_uncond=p_uncond,
+                     group_coupling=group_coupling)
+    if not (coupling.keeps_order or coupling.accepts_cost):
+      raise ValueError(f"bwfm: coupling {type(coupling).__name__} does not accept a "
+                       "precomputed `cost` (needed for the Fréchet cost, App. C).")
     self.event_shape = None
     if event_shape is not None:
       self._check_event_shape(event_shape)
       self.event_shape = tuple(event_shape)
-    self.independent = isinstance(coupling, Independent)
-    if not self.independent and "cost" not in inspect.signature(coupling.__call__).parameters:
-      raise ValueError(f"bwfm: coupling {type(coupling).__name__} does not accept a "
-                       "precomputed `cost` (needed for the Fréchet cost, App. C).")
-    self.model, self.base, self.coupling = model, base, coupling
-    self.geometry, self.p_uncond, self.group_coupling = geometry, float(p_uncond), group_coupling
+    self.geometry_name = geometry
     self.separate_networks = bool(separate_networks)
 
   def _check_event_shape(self, event_shape) -> int:
@@ -122,12 +126,10 @@ class BWFM(Method):
                        f"{built}.")
     return event_shape[1]
 
-  # -- network --------------------------------------------------------------
-  def _cond(self, cond: jax.Array, keep) -> jax.Array:
-    return with_null(cond, keep) if self.p_uncond > 0 else cond
-
-  def tangent(self, params, t, x, cond, *, train=False, rngs=None) -> jax.Array:
+  # -- network: flat (m_t, tril Sigma_t) in, packed (a, S) out (App. E.1) --------------------
+  def network(self, params, t, x, cond, *, mask=None, train=False, rngs=None):
     """Network prediction (a, S) `[B, D + 1, D]` at packed Gaussians `x`."""
+    del mask
     feats, dim = featurize(x), x.shape[-1]
     if not self.separate_networks:
       return to_tangent(self.model.apply(params["velocity"], t, feats, cond, train=train,
@@ -136,87 +138,54 @@ class BWFM(Method):
                                      rngs=rngs) for k in ("mean", "cov"))
     return to_tangent(jnp.concatenate([out_m[:, :dim], out_s[:, dim:]], axis=-1), dim)
 
-  def init(self, rng, batch):
+  def init_network(self, rng, batch):
     self._check_event_shape(batch["x1"].shape[1:])
-    b_rng, m_rng = jax.random.split(rng)
     x = batch["x1"]
     t = jnp.zeros((x.shape[0],))
+
     def init_net(key):
-      return self.model.init(key, t, featurize(x), self._cond(batch["cond"], 1.0), train=False)
+      return self.model.init(key, t, featurize(x), self.cond(batch["cond"], 1.0), train=False)
     if self.separate_networks:
-      k_m, k_s = jax.random.split(m_rng)
-      velocity = {"mean": init_net(k_m), "cov": init_net(k_s)}
-    else:
-      velocity = init_net(m_rng)
-    return {"velocity": velocity, "base": self.base.init(b_rng, batch)}
+      k_m, k_s = jax.random.split(rng)
+      return {"mean": init_net(k_m), "cov": init_net(k_s)}
+    return init_net(rng)
 
   def init_from_data(self, params, x, groups=None, *, seed: int = 0):
-    """Checks all training Gaussians `[N, D + 1, D]` are SPD, refits the base (App. D) on them."""
-    del seed
+    """Checks all training Gaussians `[N, D + 1, D]` are SPD, then fits the base (App. D)."""
     m, cov = bures.unpack_gaussians(np.asarray(x, np.float64))
-    groups = np.zeros(len(m), int) if groups is None else np.asarray(groups)
-    for g in np.unique(groups):  # names the condition index and the sample within it
-      bures.check_gaussians(m[groups == g], cov[groups == g], f"bwfm training condition {g}")
-    if hasattr(self.base, "fit"):
-      params = dict(params, base=self.base.fit(jnp.asarray(x)))
-    return params
+    labels = np.zeros(len(m), int) if groups is None else np.asarray(groups)
+    for g in np.unique(labels):  # names the condition index and the sample within it
+      bures.check_gaussians(m[labels == g], cov[labels == g], f"bwfm training condition {g}")
+    return super().init_from_data(params, x, groups, seed=seed)
 
-  # -- training (Algorithm 1, BW branch) --------------------------------------
-  def couple(self, rng, x0, batch):
-    """Pairs `(i, j)` `[B]` of source and target Gaussians (App. C, Eq. 24 cost)."""
-    groups = batch["group"] if self.group_coupling else None
-    x0 = jax.lax.stop_gradient(x0)
-    if self.independent:
-      return self.coupling(rng, x0, batch["x1"], groups=groups)
-    cost = jax.lax.stop_gradient(bures.frechet_cost(x0, batch["x1"]))
-    return self.coupling(rng, x0, batch["x1"], groups=groups, cost=cost)
+  # -- pair (App. C: minibatch OT under the Fréchet cost, Eq. 24) ----------------------------
+  def split_keys(self, rng):
+    b_rng, c_rng, t_rng, d_rng, u_rng = jax.random.split(rng, 5)  # no path noise
+    return Keys(b_rng, c_rng, t_rng, None, d_rng, u_rng)
 
-  def targets(self, x0, x1, t):
-    """(x_t, target u_t) packed `[B, D + 1, D]` for this method's geometry."""
-    m0, c0 = bures.unpack_gaussians(x0)
-    m1, c1 = bures.unpack_gaussians(x1)
-    mt, ct, c = bures.mccann(m0, c0, m1, c1, t)  # Eq. 8
-    dm, s_bw = bures.riemannian_velocity(m0, m1, c, t)  # Eq. 10
-    s = s_bw if self.geometry == "bw" else bures.euclidean_derivative(s_bw, ct)  # Eq. 9
-    return bures.pack_gaussians(mt, ct), bures.pack_gaussians(dm, s)
+  def pair_cost(self, x0, batch):
+    return bures.frechet_cost(x0, batch["x1"])
 
-  def sq_norm(self, diff, xt):
-    """Per-sample loss norm `[B]`: BW tangent norm at Sigma_t, or Frobenius."""
-    a, s = bures.unpack_gaussians(diff)
-    if self.geometry == "frobenius":
-      return bures.frobenius_sq_norm(a, s)
-    return bures.tangent_sq_norm(a, s, bures.unpack_gaussians(xt)[1])
-
-  def loss(self, params, rng, batch, step):
-    del step
+  def pair(self, params, keys, batch, step):
     self._check_event_shape(batch["x1"].shape[1:])
-    b_rng, c_rng, t_rng, d_rng, u_rng = jax.random.split(rng, 5)
-    x0 = self.base.sample(params["base"], b_rng, batch, train=False)
-    i, j = self.couple(c_rng, x0, batch)
-    x0, tgt = x0[i], paired_targets(batch, j)
-    b = x0.shape[0]
-    t = jax.random.uniform(t_rng, (b,))
-    xt, u = self.targets(jax.lax.stop_gradient(x0), tgt["x1"], t)
-    keep = jax.random.bernoulli(u_rng, 1.0 - self.p_uncond, (b,))
-    v = self.tangent(params, t, xt, self._cond(tgt["cond"], keep), train=True,
-                     rngs={"dropout": d_rng})
-    loss = jnp.mean(self.sq_norm(v - u, xt))
-    return loss, {"loss": loss}
+    return super().pair(params, keys, batch, step)
 
-  # -- checks, generation, metrics -------------------------------------------
-  def check_data(self, event_shape, cond_dim):
+  # -- interpolate (Eq. 8), target (Eq. 10 / 9), norm ----------------------------------------
+  def interpolate(self, x0, x1, t, rng):
+    del rng
+    return bures.interpolate(x0, x1, t)
+
+  def target_velocity(self, x0, x1, t):
+    return bures.target_velocity(x0, x1, t, euclidean=self.geometry_name != "bw")
+
+  def sq_norm(self, v, x, mask):
+    return bures.sq_norm(v, x, frobenius=self.geometry_name == "frobenius")
+
+  # -- checks, generation, metrics -------------------------------------------------------------
+  def example_batch(self, event_shape, cond_dim):
     d = self._check_event_shape(event_shape)
-    batch = {"x1": jnp.zeros((1, *event_shape)).at[:, 1:].set(jnp.eye(d)),
-             "cond": jnp.zeros((1, cond_dim)), "group": jnp.zeros((1,), jnp.int32)}
-    check_components(self, batch, lambda p: self.tangent(
-        p, jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0)), "Gaussians")
-
-  def velocity_fn(self, params, cond: jax.Array, guidance: float = 1.0):
-    """Network tangent field (a, S)(t, x) for the rows' conditions, with CFG."""
-    def v(keep):
-      c = self._cond(cond, keep)
-      return lambda t, x: self.tangent(params, t, x, c, train=False)
-    return guided_field(v, guidance, self.p_uncond)
+    batch = super().example_batch(event_shape, cond_dim)
+    return dict(batch, x1=batch["x1"].at[:, 1:].set(jnp.eye(d)))
 
   def generate(self, params, rng, batch, *, solver="euler", num_steps=32, guidance=1.0,
                save_at: Sequence[float] | None = None):
@@ -224,15 +193,15 @@ class BWFM(Method):
 
     With `save_at`, returns `(x1, trajectory [len(save_at), B, D + 1, D])`.
     """
-    field = self.velocity_fn(params, batch["cond"], guidance)
+    field = self.velocity_fn(params, batch, guidance)
     x0 = self.base.sample(params["base"], rng, batch, train=False)
-    riemannian = self.geometry == "bw" and solver in ("euler", "euler_bw")
+    riemannian = self.geometry_name == "bw" and solver in ("euler", "euler_bw")
     if riemannian:
       solver = "euler_bw"
     elif solver == "euler_bw":
       raise ValueError(f"bwfm: solver 'euler_bw' (Algorithm 2) needs geometry 'bw', not "
-                       f"{self.geometry!r}.")
-    elif self.geometry == "bw":
+                       f"{self.geometry_name!r}.")
+    elif self.geometry_name == "bw":
       tangent_field = field
 
       def field(t, x):  # Eq. 9: the same flow in (m, Sigma) coordinates.
@@ -245,9 +214,3 @@ class BWFM(Method):
 
   def metrics(self):
     return {"bw_min_w2": bures.mean_min_w2, "bw_min_w2_cov": bures.mean_min_w2_cov}
-
-
-def project(x: jax.Array) -> jax.Array:
-  """Packed Gaussians with covariances projected to SPD (baselines, WFM §4.1)."""
-  m, cov = bures.unpack_gaussians(x)
-  return bures.pack_gaussians(m, bures.project_psd(cov))

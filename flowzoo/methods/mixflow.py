@@ -19,7 +19,9 @@ program for all phases.
 
 Base dropout is switched by the traced planner flag (no retracing between
 phases). Generation (§3.2) is CFM's: an exact (hard) draw from the predicted
-mixture of each row's descriptor, integrated from t = 0 to 1.
+mixture of each row's descriptor, integrated from t = 0 to 1. What is
+MixFlow's own here: the base draw of a training step, L_geo and the planner;
+pairing, interpolation, target and L_OT are the core's (`method.Method`).
 
 With a fixed base (e.g. `--config.base.name=gaussian`) there is nothing to
 project: MixFlow degrades to vanilla CFM with the same coupling — one group
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from flowzoo.geometry import euclidean
-from flowzoo.methods.cfm import CFM, paired_targets
+from flowzoo.methods.cfm import CFM
 from flowzoo.methods.planner import Planner
 from flowzoo.registry import METHODS
 
@@ -59,6 +61,8 @@ class MixFlow(CFM):
       from at generation (§3.2), as `straight_through` does for the mode choice.
   """
 
+  name = "mixflow"
+
   def __init__(self, *, model, base, coupling, total_steps: int, sigma: float = 0.0,
                p_uncond: float = 0.0, group_coupling: bool = True, warmup: float = 0.1,
                alternating: float = 0.8, cooldown: float = 0.1, base_every: int = 10,
@@ -68,9 +72,10 @@ class MixFlow(CFM):
     self.planner = Planner(total_steps=total_steps, warmup=warmup, alternating=alternating,
                            cooldown=cooldown, every=base_every, cooldown_dropout=cooldown_dropout)
     self.velocity_step_dropout = bool(velocity_step_dropout)
-    self.trains_base = bool(getattr(base, "trainable", False))
+    self.trains_base = base.trainable
     self.groups = ("velocity", "base") if self.trains_base else ("velocity",)
 
+  # -- planner (Algorithm 1, lines 16-25) ----------------------------------------------------
   def is_base_step(self, step: jax.Array) -> jax.Array:
     if not self.trains_base:
       return jnp.zeros(jnp.shape(step), bool)
@@ -87,6 +92,15 @@ class MixFlow(CFM):
       return {"velocity": jnp.array(True)}
     return {"velocity": ~base_step, "base": base_step}
 
+  # -- pair: x0 ~ mu_GMM(h_Theta(y), h_p(y)) -------------------------------------------------
+  def draw_sources(self, params, rng, batch, step):
+    if not self.trains_base:
+      return super().draw_sources(params, rng, batch, step)
+    # Soft Gumbel sample (differentiable); dropout per the planner (traced).
+    return self.base.sample(params["base"], rng, batch, train=True,
+                            dropout=self.base_dropout(step))
+
+  # -- loss ----------------------------------------------------------------------------------
   def loss(self, params, rng, batch, step):
     """`where(base_step, L_geo, L_OT)` and metrics (see the module docstring).
 
@@ -94,37 +108,13 @@ class MixFlow(CFM):
       (loss, metrics) with scalar metrics loss, loss_ot, loss_geo, phase
       (0 warm-up, 1 alternating, 2 cool-down) and base_step (0/1).
     """
-    # Same key layout as CFM.loss, so a fixed base reproduces CFM exactly.
-    keys = jax.random.split(rng, 5)
-    b_rng, c_rng = jax.random.split(keys[0])
+    keys = self.split_keys(rng)  # CFM's layout: a fixed base reproduces CFM exactly.
+    pairs = self.pair(params, keys, batch, step)  # tau on stop_gradient(x0)
+    loss_geo = jnp.mean(euclidean.sq_norm(pairs.x1 - pairs.x0))  # Eq. 7
+    loss_ot, _ = self.fm_loss(params, keys, pairs)  # Eq. 6 (x0 held fixed)
     base_step = self.is_base_step(step)
-    if self.trains_base:
-      # Soft Gumbel sample (differentiable); dropout per the planner (traced).
-      x0 = self.base.sample(params["base"], b_rng, batch, train=True,
-                            dropout=self.base_dropout(step))
-    else:
-      x0 = self.base.sample(params["base"], b_rng, batch, train=False)
-    i, j = self.couple(c_rng, x0, batch)  # tau, on stop_gradient(x0)
-    x0, tgt = x0[i], paired_targets(batch, j)
-    loss_geo = jnp.mean(euclidean.sq_norm(tgt["x1"] - x0))  # Eq. 7
-    loss_ot = self.fm_loss(params, keys[1:], jax.lax.stop_gradient(x0), tgt)  # Eq. 6
     loss = jnp.where(base_step, loss_geo, loss_ot)
     metrics = {"loss": loss, "loss_ot": loss_ot, "loss_geo": loss_geo,
                "phase": self.planner.phase(step).astype(jnp.float32),
                "base_step": base_step.astype(jnp.float32)}
     return loss, metrics
-
-  def init_from_data(self, params, x, groups=None, *, seed: int = 0):
-    """Data-dependent base initialisation (K-means / per-condition centres).
-
-    Host-side, once, after `init` and before training; a no-op for bases
-    without `init_from_data`. See `GMM.init_from_data`.
-
-    Args:
-      params: from `init`.
-      x: `[N, *event]` training samples.
-      groups: `[N]` condition index of each sample.
-    """
-    if not hasattr(self.base, "init_from_data"):
-      return params
-    return dict(params, base=self.base.init_from_data(params["base"], x, groups, seed=seed))

@@ -43,23 +43,20 @@ other way (its interpolant is noise + (1 - t) * flow, t = 1 at the noise).
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from flowzoo.bases.pointclouds import cloud_moments
-from flowzoo.couplings.entropic_map import EntropicMap
-from flowzoo.couplings.independent import Independent
 from flowzoo.couplings import rounding
-from flowzoo.couplings.rounding import RoundedMatching, greedy_round
-from flowzoo.geometry import bures
-from flowzoo.methods.cfm import guided_field, paired_targets, with_null
-from flowzoo.methods.method import Method, check_components
+from flowzoo.couplings.entropic_map import EntropicMap
+from flowzoo.couplings.plans import greedy_round
+from flowzoo.couplings.rounding import RoundedMatching
+from flowzoo.geometry import bures, pointclouds
+from flowzoo.methods.method import Keys, Method, Pairs, paired_targets
 from flowzoo.metrics_pointclouds import METRICS
 from flowzoo.registry import METHODS
-from flowzoo.sampling import integrate
 
 INNER = ("auto", "rounded", "entropic")
 
@@ -76,48 +73,33 @@ class WFM(Method):
     epsilon, max_iterations, threshold, scale_cost: inner Sinkhorn options
       (cost scaled by its mean; defaults converge, WFM App. E.2's 0.002 and
       200 iterations do not on this cost: see `RoundedMatching`).
-    p_uncond: probability of the null condition in training (CFG; 0 disables).
-    group_coupling: the outer coupling pairs only clouds of the same condition.
+    p_uncond, group_coupling: see `Method` (the outer coupling pairs only
+      clouds of the same condition).
   """
 
-  def __init__(self, *, model, base, coupling, inner: str = "auto", epsilon: float = rounding.EPSILON,
-               max_iterations: int = rounding.MAX_ITERATIONS, threshold: float = 1e-3,
-               scale_cost: str = "mean", p_uncond: float = 0.0, group_coupling: bool = True):
+  name = "wfm"
+  state_space = "pointclouds"
+  geometry = pointclouds
+
+  def __init__(self, *, model, base, coupling, inner: str = "auto",
+               epsilon: float = rounding.EPSILON, max_iterations: int = rounding.MAX_ITERATIONS,
+               threshold: float = 1e-3, scale_cost: str = "mean", p_uncond: float = 0.0,
+               group_coupling: bool = True):
     if inner not in INNER:
       raise ValueError(f"wfm: inner must be one of {INNER}, got {inner!r}.")
-    if not 0.0 <= p_uncond < 1.0:
-      raise ValueError(f"wfm: p_uncond must be in [0, 1), got {p_uncond}.")
-    if getattr(coupling, "is_map", False):
-      raise ValueError("wfm: the outer coupling must pair clouds (an index coupling such as "
-                       "'independent' or 'rounded_matching'), not a map like 'entropic_map'.")
-    self.independent = isinstance(coupling, Independent)
-    if not self.independent and "cost" not in inspect.signature(coupling.__call__).parameters:
+    super().__init__(model=model, base=base, coupling=coupling, p_uncond=p_uncond,
+                     group_coupling=group_coupling)
+    if not (coupling.keeps_order or coupling.accepts_cost):
       raise ValueError(f"wfm: outer coupling {type(coupling).__name__} does not accept a "
                        "precomputed `cost` (needed for the Fréchet cost between clouds).")
-    if inner == "rounded" and not self.independent:
+    if inner == "rounded" and not coupling.keeps_order:
       raise ValueError("wfm: inner='rounded' needs pairs of equal-size clouds, which only the "
                        "'independent' outer coupling guarantees; use inner='auto' or 'entropic'.")
-    self.model, self.base, self.coupling = model, base, coupling
-    self.inner, self.p_uncond, self.group_coupling = inner, float(p_uncond), group_coupling
+    self.inner = inner
     opts = dict(epsilon=epsilon, max_iterations=max_iterations, threshold=threshold,
                 scale_cost=scale_cost)
     self.rounded = RoundedMatching(**opts)
     self.entropic = EntropicMap(**opts)
-
-  # -- conditioning ---------------------------------------------------------
-  def _cond(self, cond: jax.Array, keep) -> jax.Array:
-    return with_null(cond, keep) if self.p_uncond > 0 else cond
-
-  def init(self, rng, batch):
-    self.check_batch(batch)
-    b_rng, m_rng = jax.random.split(rng)
-    x = batch["x1"]
-    t = jnp.zeros((x.shape[0],))
-    return {
-        "velocity": self.model.init(m_rng, t, x, self._cond(batch["cond"], 1.0),
-                                    mask=batch.get("mask1"), train=False),
-        "base": self.base.init(b_rng, batch),
-    }
 
   def check_batch(self, batch) -> None:
     """Static checks of a point-cloud batch (trace time, before compilation)."""
@@ -129,22 +111,26 @@ class WFM(Method):
       raise ValueError(f"wfm needs batch['mask1'] [B, N] = {tuple(x1.shape[:2])}, got "
                        f"{batch['mask1'].shape if 'mask1' in batch else None}.")
     for who in (self.model, self.base):
-      shape = getattr(who, "event_shape", None)
+      shape = getattr(who, "event_shape", None)  # both declare it (None: any)
       if shape is not None and tuple(shape)[-1] != x1.shape[-1]:
         raise ValueError(f"wfm: point clouds have dimension {x1.shape[-1]} but the "
                          f"{type(who).__name__} was built for dimension {tuple(shape)[-1]}.")
 
-  # -- pairing (outer: clouds; inner: points) --------------------------------
-  def couple(self, rng, x0, mask0, batch):
-    """Outer pairing `(i, j)` `[B]` of source clouds with target clouds (App. C)."""
-    groups = batch["group"] if self.group_coupling else None
-    if self.independent:
-      return self.coupling(rng, x0, batch["x1"], groups=groups)
-    m0, c0 = cloud_moments(x0, mask0)
+  def init(self, rng, batch):
+    self.check_batch(batch)
+    return super().init(rng, batch)
+
+  # -- pair: outer coupling of clouds (App. C), inner map of points (App. A) -------------------
+  def split_keys(self, rng):
+    p_rng, t_rng, d_rng, u_rng = jax.random.split(rng, 4)  # no path noise
+    b_rng, c_rng = jax.random.split(p_rng)
+    return Keys(b_rng, c_rng, t_rng, None, d_rng, u_rng)
+
+  def pair_cost(self, x0, batch):
+    """Fréchet cost between the clouds' moments (App. C, Eq. 24 on point-cloud moments)."""
+    m0, c0 = cloud_moments(x0, batch["mask1"])  # sources are sized like the targets
     m1, c1 = cloud_moments(batch["x1"], batch["mask1"])
-    cost = bures.frechet_cost_moments(m0, c0, m1, c1)
-    return self.coupling(rng, jax.lax.stop_gradient(x0), batch["x1"], groups=groups,
-                         cost=jax.lax.stop_gradient(cost))
+    return bures.frechet_cost_moments(m0, c0, m1, c1)
 
   def _rounded_map(self, x0, x1, m0, m1):
     plan = self.rounded.plan(x0, x1, mask0=m0, mask1=m1)
@@ -158,7 +144,7 @@ class WFM(Method):
     """T^(X) `[B, N, D]` per pair of clouds and the fraction of converged Sinkhorn solves."""
     x0, x1 = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(x1)
     inner = self.inner
-    if inner == "auto" and self.independent:
+    if inner == "auto" and self.coupling.keeps_order:
       inner = "rounded"  # sizes agree pair by pair (module docstring).
     if inner == "rounded":
       y, ok = jax.vmap(self._rounded_map)(x0, x1, mask0, mask1)
@@ -171,51 +157,22 @@ class WFM(Method):
       y, ok = jnp.where(same[:, None, None], yr, ye), jnp.where(same, okr, oke)
     return y * mask0[..., None], jnp.mean(ok.astype(jnp.float32))
 
-  def pair(self, params, rng, batch):
-    """Source clouds, their masks, paired target rows and T^(X) (Algorithm 1, lines 3-9)."""
+  def pair(self, params, keys, batch, step) -> Pairs:
+    """Source clouds paired with T^(X) (Algorithm 1, lines 3-9); x1 = T^(X), mask = X's."""
     self.check_batch(batch)
-    b_rng, c_rng = jax.random.split(rng)
-    mask1 = batch["mask1"]
-    x0 = self.base.sample(params["base"], b_rng, batch, train=False)
-    i, j = self.couple(c_rng, x0, mask1, batch)
-    x0, mask0, tgt = x0[i], mask1[i], paired_targets(batch, j)
+    x0 = self.draw_sources(params, keys.base, batch, step)
+    i, j = self.couple(keys.couple, x0, batch)
+    x0, mask0, tgt = x0[i], batch["mask1"][i], paired_targets(batch, j)
     x1_hat, converged = self.transport(x0, tgt["x1"], mask0, tgt["mask1"])
-    return x0, mask0, tgt, x1_hat, converged
+    return Pairs(x0, x1_hat, tgt["cond"], mask0, {"sinkhorn_converged": converged})
 
-  def loss(self, params, rng, batch, step):
-    del step
-    p_rng, t_rng, d_rng, u_rng = jax.random.split(rng, 4)
-    x0, mask0, tgt, x1_hat, converged = self.pair(params, p_rng, batch)
-    b = x0.shape[0]
-    t = jax.random.uniform(t_rng, (b,))
-    xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1_hat  # Eq. 4, discretised
-    u = x1_hat - x0  # Eq. 7
-    keep = jax.random.bernoulli(u_rng, 1.0 - self.p_uncond, (b,))
-    v = self.model.apply(params["velocity"], t, xt, self._cond(tgt["cond"], keep),
-                         mask=mask0, train=True, rngs={"dropout": d_rng})
-    w = mask0.astype(v.dtype)
-    per_cloud = jnp.sum(jnp.sum((v - u) ** 2, -1) * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
-    loss = jnp.mean(per_cloud)  # Eq. 11: L2(mu_t) norm with uniform point weights
-    return loss, {"loss": loss, "sinkhorn_converged": converged}
-
-  # -- checks, generation, metrics -------------------------------------------
-  def check_data(self, event_shape, cond_dim):
-    event_shape = tuple(event_shape)
+  # -- checks, generation, metrics -------------------------------------------------------------
+  def example_batch(self, event_shape, cond_dim):
     if len(event_shape) != 2:
       raise ValueError(f"wfm needs point clouds of event shape (N, D) with masks, got "
-                       f"event shape {event_shape}.")
-    batch = {"x1": jnp.zeros((1, *event_shape)), "cond": jnp.zeros((1, cond_dim)),
-             "group": jnp.zeros((1,), jnp.int32), "mask1": jnp.ones((1, event_shape[0]), bool)}
-    check_components(self, batch, lambda p: self.model.apply(
-        p["velocity"], jnp.zeros((1,)), batch["x1"], self._cond(batch["cond"], 1.0),
-        mask=batch["mask1"]), "point clouds")
-
-  def velocity_fn(self, params, cond: jax.Array, mask: jax.Array, guidance: float = 1.0):
-    """v(t, X) for the rows' conditions and masks, with classifier-free guidance."""
-    def v(keep):
-      c = self._cond(cond, keep)
-      return lambda t, x: self.model.apply(params["velocity"], t, x, c, mask=mask, train=False)
-    return guided_field(v, guidance, self.p_uncond)
+                       f"event shape {tuple(event_shape)}.")
+    batch = super().example_batch(event_shape, cond_dim)
+    return dict(batch, mask1=jnp.ones((1, event_shape[0]), bool))
 
   def generate(self, params, rng, batch, *, solver="euler", num_steps=32, guidance=1.0,
                save_at: Sequence[float] | None = None):
@@ -226,14 +183,13 @@ class WFM(Method):
     if "mask1" not in batch:
       raise KeyError("wfm.generate needs batch['mask1'] [B, N]: the sizes of the clouds "
                      "to generate.")
-    mask = batch["mask1"].astype(bool)
-    x0 = self.base.sample(params["base"], rng, batch, train=False)
-    out = integrate(self.velocity_fn(params, batch["cond"], mask, guidance), x0,
-                    solver=solver, num_steps=num_steps, save_at=save_at)
-    w = mask[..., None].astype(x0.dtype)
+    out = super().generate(params, rng, batch, solver=solver, num_steps=num_steps,
+                           guidance=guidance, save_at=save_at)
+    x1 = out if save_at is None else out[0]
+    w = batch["mask1"].astype(bool)[..., None].astype(x1.dtype)
     if save_at is None:
-      return out * w
-    return out[0] * w, out[1] * w[None]
+      return x1 * w
+    return x1 * w, out[1] * w[None]
 
   def metrics(self):
     return dict(METRICS)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowzoo.couplings.rounding import RoundedMatching, greedy_round
+from flowzoo.couplings.plans import greedy_round
+from flowzoo.couplings.rounding import RoundedMatching
 
 
 def sequential_greedy(p):

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from flowzoo.data import bbbc021 as B
+from flowzoo.data import pca as pca_lib
+from flowzoo.data import splits
 from flowzoo.data.bbbc021_sim import COMPOUND_MOA, bbbc021_sim, mixture_params
 from flowzoo.registry import DATASETS
 
@@ -42,7 +44,7 @@ def test_wells_by_compound(wells):
   np.testing.assert_allclose(np.sort(pops.sources[taxol], 0),
                              np.sort(ctrl.iloc[:, 5:].to_numpy(np.float32), 0))
   held = sorted(n for n, s in zip(pops.names, pops.splits) if s == "heldout")
-  assert set(held) == set(B.CELLFLUX_HELDOUT) and len(held) == 8
+  assert set(held) == set(splits.CELLFLUX_HELDOUT) and len(held) == 8
 
 
 def test_wells_by_dose_appends_log_dose_and_reduces(wells):
@@ -54,7 +56,7 @@ def test_wells_by_dose_appends_log_dose_and_reduces(wells):
   assert pops.descriptors[i, -1] == pytest.approx(np.log1p(3.0))
   assert set(np.unique(pops.descriptors[:, :-1])) <= {0.0, 1.0}
   assert {c for c, s in zip(pops.covariates["compound"], pops.splits)
-          if s == "heldout"} == set(B.IMPA_HELDOUT)
+          if s == "heldout"} == set(splits.IMPA_HELDOUT)
   with pytest.raises(ValueError, match="no descriptor for compound.*AZ-A"):
     B.bbbc021_wells(str(wells / WELLS), str(wells / FP), missing_descriptors="error")
   # Holding out a compound that was dropped for lacking a descriptor says why.
@@ -65,10 +67,10 @@ def test_wells_by_dose_appends_log_dose_and_reduces(wells):
 
 def test_split_constants_equal_the_original_files(wells):
   d = wells / "bbbc021_splits"
-  assert B.read_heldout_list("cellflux", d) == B.CELLFLUX_HELDOUT
-  assert B.read_heldout_list("impa", d) == B.IMPA_HELDOUT
+  assert splits.read_heldout_list("cellflux", d) == splits.CELLFLUX_HELDOUT
+  assert splits.read_heldout_list("impa", d) == splits.IMPA_HELDOUT
   names = list(COMPOUND_MOA)
-  assert B.assign_splits(names, "cellflux", splits_dir=d) == B.assign_splits(names, "cellflux")
+  assert splits.assign_splits(names, "cellflux", splits_dir=d) == splits.assign_splits(names, "cellflux")
 
 
 def test_simulator_moa_table_matches_the_real_screen(wells):
@@ -82,9 +84,9 @@ def test_simulator_moa_table_matches_the_real_screen(wells):
 
 def test_random_split_is_seeded_and_disjoint():
   names = list(COMPOUND_MOA)
-  a = B.assign_splits(names, "random", heldout_fraction=0.3, num_validation=4, seed=3)
-  assert a == B.assign_splits(names[::-1], "random", heldout_fraction=0.3, num_validation=4, seed=3)
-  assert a != B.assign_splits(names, "random", heldout_fraction=0.3, num_validation=4, seed=4)
+  a = splits.assign_splits(names, "random", heldout_fraction=0.3, num_validation=4, seed=3)
+  assert a == splits.assign_splits(names[::-1], "random", heldout_fraction=0.3, num_validation=4, seed=3)
+  assert a != splits.assign_splits(names, "random", heldout_fraction=0.3, num_validation=4, seed=4)
   held = {c for c, s in a.items() if s == "heldout"}
   val = {c for c, s in a.items() if s == "validation"}
   assert len(held) == round(0.3 * 34) and len(val) == 4 and not held & val
@@ -94,19 +96,19 @@ def test_random_split_is_seeded_and_disjoint():
 def test_split_errors_list_the_problem():
   names = list(COMPOUND_MOA)
   with pytest.raises(ValueError, match=r"\['aspirin'\] that are not treated compounds"):
-    B.assign_splits(names, ["taxol", "aspirin"])
+    splits.assign_splits(names, ["taxol", "aspirin"])
   with pytest.raises(ValueError, match="Unknown split 'cellflx'"):
-    B.assign_splits(names, "cellflx")
+    splits.assign_splits(names, "cellflx")
   with pytest.raises(ValueError, match=r"\['aspirin'\] that are not treated compounds"):
-    B.assign_splits(names, "taxol; aspirin")
+    splits.assign_splits(names, "taxol; aspirin")
   with pytest.raises(ValueError, match="num_validation=40"):
-    B.assign_splits(names, "cellflux", num_validation=40)
+    splits.assign_splits(names, "cellflux", num_validation=40)
 
 
 def test_split_list_as_one_string_from_the_command_line():
   names = list(COMPOUND_MOA)
-  a = B.assign_splits(names, "taxol; AZ138;")
-  assert a == B.assign_splits(names, ["taxol", "AZ138"])
+  a = splits.assign_splits(names, "taxol; AZ138;")
+  assert a == splits.assign_splits(names, ["taxol", "AZ138"])
   assert sorted(c for c, s in a.items() if s == "heldout") == ["AZ138", "taxol"]
 
 
@@ -188,24 +190,25 @@ def test_bad_input_messages(tmp_path):
 def test_pca_is_fitted_on_train_only():
   pops = bbbc021_sim(cells_per_population=32, dim=8)
   k = 3
-  red = B.reduce_populations(pops, k)
+  red = pca_lib.reduce_populations(pops, k)
   held = pops.split_ids("heldout")
   # Changing held-out cells must not change how train cells are projected.
   shifted = [s + 100.0 * (i in held) for i, s in enumerate(pops.samples)]
-  red2 = B.reduce_populations(
+  red2 = pca_lib.reduce_populations(
       type(pops)(pops.names, shifted, pops.descriptors, pops.splits, pops.covariates,
                  pops.sources, pops.info), k)
   for i in pops.split_ids("train"):
     np.testing.assert_allclose(red.samples[i], red2.samples[i], atol=1e-4)
-  # Against sklearn on the train cells: same explained variance.
-  from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
-  x = np.concatenate([pops.samples[i] for i in pops.split_ids("train")])
-  ours = B.fit_pca(x, k)
-  ref = PCA(k).fit(x)
-  np.testing.assert_allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-4)
-  np.testing.assert_allclose(np.abs(ours.components @ ref.components_.T), np.eye(k), atol=1e-4)
+  # The projection is onto the top-k principal directions (numpy SVD as the reference):
+  # projected train cells keep the top-k singular values' share of the variance.
+  x = np.concatenate([pops.samples[i] for i in pops.split_ids("train")]).astype(np.float64)
+  project = pca_lib.fit_pca(x, k)
+  s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+  np.testing.assert_allclose(project.pca.explained_variance_ratio_, s[:k] ** 2 / np.sum(s ** 2),
+                             rtol=1e-4)
+  np.testing.assert_allclose(np.var(project(x), 0, ddof=1), s[:k] ** 2 / (len(x) - 1), rtol=1e-3)
   with pytest.raises(ValueError, match="k=9 components"):
-    B.fit_pca(x, 9)
+    pca_lib.fit_pca(x, 9)
 
 
 # ---------------------------------------------------------------- simulator
@@ -214,7 +217,7 @@ def test_pca_is_fitted_on_train_only():
 def test_sim_shapes_split_sources_and_info():
   pops = DATASETS.build("bbbc021_sim", dict(dim=6, descriptor_dim=5, cells_per_population=40))
   assert len(pops.names) == 35 and pops.event_shape == (6,) and pops.cond_dim == 5
-  assert {n for n, s in zip(pops.names, pops.splits) if s == "heldout"} == set(B.CELLFLUX_HELDOUT)
+  assert {n for n, s in zip(pops.names, pops.splits) if s == "heldout"} == set(splits.CELLFLUX_HELDOUT)
   assert all(s.shape == (40, 6) for s in pops.samples)
   assert "SIMULATED" in pops.info and "mixflow_bbbc021.py:wells" in pops.info
   # Every compound's sources are DMSO control cells of its own plates.

@@ -92,11 +92,11 @@ def test_separate_networks_own_their_halves():
     params = method.init(jax.random.key(0), batch)
     assert set(params["velocity"]) == {"mean", "cov"}
     grads[geometry] = jax.grad(lambda p: method.loss(p, jax.random.key(5), batch, 0)[0])(params)
-  a, s = bures.unpack_gaussians(method.tangent(params, t, batch["x1"], batch["cond"]))
+  a, s = bures.unpack_gaussians(method.network(params, t, batch["x1"], batch["cond"]))
   for net, same, changed in (("mean", s, a), ("cov", a, s)):
     bumped = jax.tree.map(lambda p: p + 0.1, params["velocity"][net])
     p2 = dict(params, velocity=dict(params["velocity"], **{net: bumped}))
-    a2, s2 = bures.unpack_gaussians(method.tangent(p2, t, batch["x1"], batch["cond"]))
+    a2, s2 = bures.unpack_gaussians(method.network(p2, t, batch["x1"], batch["cond"]))
     new_same, new_changed = (s2, a2) if net == "mean" else (a2, s2)
     np.testing.assert_array_equal(new_same, same)
     assert np.abs(np.asarray(new_changed - changed)).max() > 1e-3

@@ -25,19 +25,20 @@ def _batch():
 
 def test_source_noise_perturbs_rows_with_probability_p_e():
   batch = _batch()
-  x0, tgt = _cfm(source_noise=2.0, source_noise_prob=0.3).pair({"base": {}}, jax.random.key(1),
-                                                                batch)
+  m = _cfm(source_noise=2.0, source_noise_prob=0.3)
+  x0, x1, _, _, _ = m.pair({"base": {}}, m.split_keys(jax.random.key(1)), batch, 0)
   moved = np.asarray(x0) - batch["x0"]  # independent coupling keeps the row order
   hit = np.any(moved != 0, axis=1)
   assert abs(hit.mean() - 0.3) < 0.03  # rows, not entries, are perturbed
   assert np.all(moved[~hit] == 0)
   assert abs(moved[hit].std() - 2.0) < 0.1
-  np.testing.assert_array_equal(tgt["x1"], batch["x1"])  # targets untouched
+  np.testing.assert_array_equal(x1, batch["x1"])  # targets untouched
 
 
 def test_no_noise_by_default_and_none_at_generation():
   batch = _batch()
-  x0, _ = _cfm().pair({"base": {}}, jax.random.key(1), batch)
+  m = _cfm()
+  x0 = m.pair({"base": {}}, m.split_keys(jax.random.key(1)), batch, 0).x0
   np.testing.assert_array_equal(x0, batch["x0"])
   # Generation starts from the measured sources, whatever the augmentation.
   m = _cfm(source_noise=2.0, source_noise_prob=1.0)

@@ -12,7 +12,9 @@ from flowzoo import build as build_lib
 from flowzoo.bases.gaussian import Gaussian
 from flowzoo.bases.mixture import GMM
 from flowzoo.data.populations import Populations, pack
-from flowzoo.methods.cfm import CFM, paired_targets
+from flowzoo.couplings.coupling import Coupling
+from flowzoo.methods.cfm import CFM
+from flowzoo.methods.method import Pairs, paired_targets
 from flowzoo.methods.mixflow import MixFlow
 from flowzoo.methods.planner import Planner
 from flowzoo.models.mlp import MLP
@@ -80,12 +82,18 @@ def test_needs_total_steps():
 
 
 # -- losses ----------------------------------------------------------------------
-def _reverse_coupling():
+class _Reverse(Coupling):
   """tau(s) = B - 1 - s: makes a wrong gather visible."""
-  def coupling(rng, x0, x1, *, groups=None, mask0=None, mask1=None):
+
+  accepts_cost = False
+
+  def __call__(self, rng, x0, x1, *, groups=None, mask0=None, mask1=None):
     n = x0.shape[0]
     return jnp.arange(n), jnp.arange(n)[::-1]
-  return coupling
+
+
+def _reverse_coupling():
+  return _Reverse()
 
 
 @pytest.mark.parametrize("step, base_step", [(5, False), (6, False), (7, True), (39, False)])
@@ -104,7 +112,7 @@ def test_loss_is_eq6_or_eq7_with_the_pairing(rng, step, base_step):
                           dropout=method.base_dropout(step))
   tgt = paired_targets(batch, jnp.arange(B)[::-1])
   geo = jnp.mean(jnp.sum((tgt["x1"] - x0) ** 2, -1))
-  ot = method.fm_loss(params, keys[1:], x0, tgt)
+  ot, _ = method.fm_loss(params, method.split_keys(key), Pairs(x0, tgt["x1"], tgt["cond"]))
   np.testing.assert_allclose(m["loss_geo"], geo, rtol=1e-5)
   np.testing.assert_allclose(m["loss_ot"], ot, rtol=1e-5)
   np.testing.assert_allclose(loss, geo if base_step else ot, rtol=1e-5)

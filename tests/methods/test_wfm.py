@@ -87,9 +87,9 @@ def test_loss_at_zero_init_is_mean_squared_displacement():
 
   @jax.jit
   def loss_and_pair(params, rng, batch):
-    return m.loss(params, rng, batch, 0)[0], m.pair(params, jax.random.split(rng, 4)[0], batch)
+    return m.loss(params, rng, batch, 0)[0], m.pair(params, m.split_keys(rng), batch, 0)
 
-  loss, (x0, mask0, _, x1_hat, _) = loss_and_pair(params, rng, batch)
+  loss, (x0, x1_hat, _, mask0, _) = loss_and_pair(params, rng, batch)
   sq = np.sum((np.asarray(x1_hat) - np.asarray(x0)) ** 2, -1)
   expected = np.mean([sq[b][np.asarray(mask0[b])].mean() for b in range(4)])
   assert float(loss) == pytest.approx(expected, rel=1e-5)
@@ -120,7 +120,7 @@ def test_outer_coupling_minimises_frechet_cost():
   m = method(coupling=Exact(), epsilon=0.05)
   batch = make_batch([4, 8, 5, 6])
   x0, _ = clouds(np.random.default_rng(5), [4, 8, 5, 6])
-  i, j = m.couple(jax.random.key(0), x0, batch["mask1"], batch)
+  i, j = m.couple(jax.random.key(0), x0, batch)
   c = np.asarray(frechet_cost(*cloud_moments(x0, batch["mask1"]),
                               *cloud_moments(batch["x1"], batch["mask1"])))
   r, col = linear_sum_assignment(c)
@@ -149,7 +149,8 @@ def test_bad_input_raises_before_compilation():
   with pytest.raises(KeyError, match="mask1"):
     m.generate({}, jax.random.key(0), {"cond": jnp.zeros((2, 2))})
   with pytest.raises(ValueError, match="p_uncond"):
-    method(p_uncond=0.0).velocity_fn({}, jnp.zeros((2, 2)), jnp.ones((2, N), bool), guidance=2.0)
+    method(p_uncond=0.0).velocity_fn({}, {"cond": jnp.zeros((2, 2)),
+                                          "mask1": jnp.ones((2, N), bool)}, guidance=2.0)
   with pytest.raises(ValueError, match="inner"):
     method(inner="sinkhorn")
   with pytest.raises(ValueError, match="equal-size"):

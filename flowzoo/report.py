@@ -1,0 +1,147 @@
+"""The report writer: tables, CSV/JSON, plots and `results/` pages from run evaluations.
+
+Everything a sweep or a run-with-baselines reports goes through here, so a
+number in `results/*.md` is exactly what the runner computed:
+
+    summarize      eval.json contents of (point, seed) runs -> mean ± std per metric
+    format_table   markdown table (+ relative change vs a reference point)
+    write_outputs  <workdir>/sweep.{md,json,csv,png}
+    results_page   a section of `results/<config>.md`: the command and its table
+
+Lower is better for every metric reported here (distances and divergences).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
+              split: str, metrics: Sequence[str]) -> dict:
+  """Mean ± std over seeds of each point's split mean, per metric.
+
+  Args:
+    results: `(point name, seed) -> eval results` (eval.json contents).
+  Returns:
+    {"split", "metrics", "seeds", "points": [{"name", "overrides",
+    "metrics": {m: {"mean", "std", "values"}}}]}. std is the population std
+    (0 for one seed); a metric or split a run lacks is reported as NaN.
+  """
+  rows = []
+  for p in points:
+    row = {"name": p.name, "overrides": {k: _jsonable(v) for k, v in p.overrides.items()},
+           "metrics": {}}
+    for m in metrics:
+      vals = [float(results[p.name, s].get(m, {}).get(split, {}).get("mean", np.nan))
+              for s in seeds]
+      row["metrics"][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
+                           "values": vals}
+    rows.append(row)
+  return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows}
+
+
+def _jsonable(v):
+  return list(v) if isinstance(v, tuple) else v
+
+
+def format_table(summary: dict) -> str:
+  """Markdown table: one row per point, `mean ± std` per metric (+ change vs reference)."""
+  ms, ref = summary["metrics"], summary.get("reference")
+  ref_row = next((r for r in summary["points"] if r["name"] == ref), None)
+  n = len(summary["seeds"])
+  head = ["point"] + [f"{m} ({summary['split']})" for m in ms]
+  if ref_row is not None:
+    head.append(f"change vs {ref} ({'/'.join(ms)})")
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in summary["points"]:
+    cells = [r["name"]]
+    for m in ms:
+      v = r["metrics"][m]
+      cells.append(f"{v['mean']:.4g} ± {v['std']:.2g}" if n > 1 else f"{v['mean']:.4g}")
+    if ref_row is not None:
+      cells.append(" / ".join(_pct(r["metrics"][m]["mean"], ref_row["metrics"][m]["mean"])
+                              for m in ms))
+    lines.append("| " + " | ".join(cells) + " |")
+  foot = f"\n{n} seed(s): {summary['seeds']}" + (" (mean ± std over seeds)" if n > 1 else "")
+  title = f"{summary['title']}\n\n" if summary.get("title") else ""
+  arms = "".join(f"\n  {name}: {what}" for name, what in summary.get("arms", {}).items())
+  return title + "\n".join(lines) + foot + ("\nArms:" + arms if arms else "")
+
+
+def _pct(x: float, ref: float) -> str:
+  if not np.isfinite(x) or not np.isfinite(ref) or ref == 0:
+    return "n/a"
+  return f"{100.0 * (x - ref) / abs(ref):+.0f}%"
+
+
+def write_outputs(summary: dict, workdir: str | Path, stem: str = "sweep") -> None:
+  """<stem>.md, .json, .csv and .png in `workdir`."""
+  workdir = Path(workdir)
+  (workdir / f"{stem}.md").write_text(format_table(summary) + "\n")
+  (workdir / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+  with open(workdir / f"{stem}.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["point", "metric", "split", "mean", "std", "num_seeds", "values"])
+    for r in summary["points"]:
+      for m in summary["metrics"]:
+        v = r["metrics"][m]
+        w.writerow([r["name"], m, summary["split"], v["mean"], v["std"], len(v["values"]),
+                    " ".join(f"{x:.6g}" for x in v["values"])])
+  plot(summary, workdir / f"{stem}.png")
+
+
+def plot(summary: dict, path: str | Path) -> None:
+  """One bar panel per metric: point means with std-over-seeds error bars."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # headless: files only
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  ms, rows = summary["metrics"], summary["points"]
+  names = [r["name"] for r in rows]
+  fig, axes = plt.subplots(1, len(ms), figsize=(max(3.0, 0.6 * len(rows) + 1.5) * len(ms), 3.2),
+                           squeeze=False)
+  for ax, m in zip(axes[0], ms):
+    means = [r["metrics"][m]["mean"] for r in rows]
+    stds = [r["metrics"][m]["std"] for r in rows]
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(rows)), names, rotation=45 if len(rows) > 3 else 0, ha="right"
+                  if len(rows) > 3 else "center", fontsize=8)
+    ax.set_title(f"{m} ({summary['split']})", fontsize=9)
+  fig.suptitle(summary.get("title") or "sweep", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def results_page(summary: dict, page: str | Path, *, section: str, command: str) -> Path:
+  """Writes (or replaces) `section` of the markdown page `page` with the command and table.
+
+  A page collects the final tables of one config (big_vision keeps such
+  tables next to its configs); re-running a sweep replaces its own section
+  and keeps the others.
+
+  Args:
+    summary: from `summarize` (with `title`, `reference`).
+    page: path of `results/<config>.md`.
+    section: the section heading (e.g. the sweep's name and variant).
+    command: the exact command that produced the numbers.
+  Returns:
+    the page path.
+  """
+  page = Path(page)
+  body = (f"## {section}\n\n```\n{command}\n```\n\n{format_table(summary)}\n\n"
+          "Lower is better for every metric.\n")
+  text = page.read_text() if page.exists() else f"# Results: {page.stem}\n\n" \
+      "Written by `flowzoo.report.results_page` (`python -m experiments.sweep ... " \
+      "--results=...`); do not edit the tables by hand.\n\n"
+  pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+  text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else \
+      text.rstrip("\n") + "\n\n" + body
+  page.parent.mkdir(parents=True, exist_ok=True)
+  page.write_text(text.rstrip("\n") + "\n")
+  return page
