@@ -75,17 +75,20 @@ class Plan(NamedTuple):
 
 
 class SinkhornOptions(NamedTuple):
-  """Static solver options (validated once in the constructor)."""
+  """Static solver options, validated once by `make_options`.
 
-  epsilon: float = 0.05
-  relative_epsilon: str | None = None
-  scale_cost: float | str | None = "mean"
-  max_iterations: int = 200
-  threshold: float = 1e-3
-  inner_iterations: int = 10
-  lse_mode: bool = True
-  tau_a: float = 1.0
-  tau_b: float = 1.0
+  No defaults here: each coupling's constructor holds its own (one place).
+  """
+
+  epsilon: float
+  relative_epsilon: str | None
+  scale_cost: float | str | None
+  max_iterations: int
+  threshold: float
+  inner_iterations: int
+  lse_mode: bool
+  tau_a: float
+  tau_b: float
 
 
 def make_options(*, epsilon, relative_epsilon, scale_cost, max_iterations, threshold,
