@@ -25,6 +25,7 @@ from flowzoo.checkpoint import RESUME_SAFE, Checkpointer
 from flowzoo.data.populations import SPLITS, Packed, Populations, pack
 from flowzoo.registry import SOLVERS
 from flowzoo.train import Trainer, TrainState, make_optimizer
+from flowzoo.workdir_lock import WorkdirLock
 from flowzoo.writers import MetricWriter, Progress
 
 
@@ -236,6 +237,12 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
   print(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} conditions, "
         f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
+  with WorkdirLock(workdir):  # a second run on `workdir` is refused
+    return _train_and_evaluate_locked(exp, workdir, overwrite)
+
+
+def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) -> dict:
+  config = exp.config
   ckpt = Checkpointer(workdir, build_lib.resolved(config).to_dict(),
                       keep=config.train.keep_checkpoints, overwrite=overwrite,
                       resume_safe=RESUME_SAFE + build_lib.evaluation_only_keys(config),
