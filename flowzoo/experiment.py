@@ -257,6 +257,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
     while step < t.steps:
       state, m = exp.trainer.run(state, exp.packed, exp.train_ids, rng, t.steps_per_dispatch)
       step += t.steps_per_dispatch
+      ckpt.check()  # a failed background save stops the run now, not a save later
       if step % t.log_every == 0 or step == t.steps:
         scalars = {k: float(np.mean(v)) for k, v in m.items()}
         scalars["steps_per_s"] = progress.steps_per_second(step)
@@ -269,6 +270,8 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
       print(f"restored a finished run at step {start}; evaluating only.")
     if parse_select(config.eval.select):
       state = select_checkpoint(exp, ckpt, workdir)
+  except FloatingPointError as e:  # diverged: say where a rerun resumes and what to change
+    raise FloatingPointError(f"{e} {_divergence_advice(config, ckpt)}") from None
   finally:
     writer.close()
     ckpt.close()
@@ -276,12 +279,23 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
 
 
 def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
-  step = ckpt.latest_step()
-  if step is None:
+  """The newest usable checkpoint (damaged ones are skipped), else a fresh state."""
+  if ckpt.latest_step() is None:
     return exp.init()
-  abstract = exp.abstract_state()
-  print(f"resuming from checkpoint at step {step}")
-  return ckpt.restore(abstract, step)
+  state = ckpt.restore(exp.abstract_state())
+  print(f"resuming from checkpoint at step {int(state.step)}")
+  return state
+
+
+def _divergence_advice(config, ckpt: Checkpointer) -> str:
+  ckpt.wait()  # a save still being written is the last good one
+  last = ckpt.last_saved_step()
+  o = config.optim
+  return ((f"The last good checkpoint is step {last} ({ckpt.directory / str(last)}); a rerun "
+           f"resumes from it. " if last is not None else "No checkpoint was saved. ")
+          + f"Training diverged: lower the learning rate (config.optim.lr, now {o.lr:g}) or "
+          + (f"the gradient clip (config.optim.grad_clip, now {o.grad_clip:g})." if o.grad_clip
+             else "clip gradients (config.optim.grad_clip, now 0 = off; e.g. 1.0)."))
 
 
 def select_checkpoint(exp: Experiment, ckpt: Checkpointer, workdir: Path) -> TrainState:
