@@ -93,6 +93,12 @@ class Checkpointer:
     resume_safe: dotted config prefixes that may differ from the stored
       config (default `RESUME_SAFE`; runs add their dataset's
       evaluation-only fields, `build.evaluation_only_keys`).
+  Raises:
+    ValueError: `workdir` holds checkpoints of another config, or a
+      `config.json` that cannot be read, and `overwrite` is False.
+
+  The caller must hold the workdir (`flowzoo.workdir_lock`): construction
+  deletes unfinished saves, which would be another run's saves in progress.
   """
 
   def __init__(self, workdir: str | Path, config_dict: dict, *, keep: int = 3,
@@ -106,9 +112,8 @@ class Checkpointer:
     ckpt_dir = self.workdir / "checkpoints"
     cfg_path = self.workdir / "config.json"
     if cfg_path.exists() and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
-      old = _read_config(cfg_path, ckpt_dir, overwrite)
-      diff = ["(config.json unreadable)"] if old is None else config_diff(old, config_dict,
-                                                                           resume_safe)
+      old = _read_config(cfg_path, ckpt_dir, overwrite)  # None: unreadable, overwritten
+      diff = ["config.json"] if old is None else config_diff(old, config_dict, resume_safe)
       if diff:
         if not overwrite:
           # A key only one side has usually means the run was written by an
