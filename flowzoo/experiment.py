@@ -26,6 +26,7 @@ from flowzoo.checkpoint import Checkpointer
 from flowzoo.config import RESUME_SAFE
 from flowzoo.data.populations import Packed, Populations, pack
 from flowzoo.train import Trainer, TrainState, make_optimizer
+from flowzoo.workdir_lock import WorkdirLock
 from flowzoo.writers import MetricWriter, Progress
 
 
@@ -150,6 +151,12 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
   print(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} conditions, "
         f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
+  with WorkdirLock(workdir):  # a second run on `workdir` is refused
+    return _train_and_evaluate_locked(exp, workdir, overwrite)
+
+
+def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) -> dict:
+  config = exp.config
   ckpt = Checkpointer(workdir, config_lib.resolved(config).to_dict(),
                       keep=config.train.keep_checkpoints, overwrite=overwrite,
                       resume_safe=RESUME_SAFE + config_lib.evaluation_only_keys(config),
@@ -164,6 +171,7 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
     while step < t.steps:
       state, m = exp.trainer.run(state, exp.packed, exp.train_ids, rng, t.steps_per_dispatch)
       step += t.steps_per_dispatch
+      ckpt.check()  # a failed background save stops the run now, not a save later
       if step % t.log_every == 0 or step == t.steps:
         scalars = {k: float(np.mean(v)) for k, v in m.items()}
         scalars["steps_per_s"] = progress.steps_per_second(step)
@@ -176,6 +184,8 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
       print(f"restored a finished run at step {start}; evaluating only.")
     if config_lib.parse_select(config.eval.select):
       state = selection.select_checkpoint(exp, ckpt, workdir, _eval_key(config))
+  except FloatingPointError as e:  # diverged: say where a rerun resumes and what to change
+    raise FloatingPointError(f"{e} {_divergence_advice(config, ckpt)}") from None
   finally:
     writer.close()
     ckpt.close()
@@ -183,12 +193,23 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) 
 
 
 def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
-  step = ckpt.latest_step()
-  if step is None:
+  """The newest usable checkpoint (damaged ones are skipped), else a fresh state."""
+  if ckpt.latest_step() is None:
     return exp.init()
-  abstract = exp.abstract_state()
-  print(f"resuming from checkpoint at step {step}")
-  return ckpt.restore(abstract, step)
+  state = ckpt.restore(exp.abstract_state())
+  print(f"resuming from checkpoint at step {int(state.step)}")
+  return state
+
+
+def _divergence_advice(config, ckpt: Checkpointer) -> str:
+  ckpt.wait()  # a save still being written is the last good one
+  last = ckpt.last_saved_step()
+  o = config.optim
+  return ((f"The last good checkpoint is step {last} ({ckpt.directory / str(last)}); a rerun "
+           f"resumes from it. " if last is not None else "No checkpoint was saved. ")
+          + f"Training diverged: lower the learning rate (config.optim.lr, now {o.lr:g}) or "
+          + (f"the gradient clip (config.optim.grad_clip, now {o.grad_clip:g})." if o.grad_clip
+             else "clip gradients (config.optim.grad_clip, now 0 = off; e.g. 1.0)."))
 
 
 def _eval_key(config) -> jax.Array:

@@ -17,6 +17,7 @@ which avoids the CPU collective deadlock noted in ENVIRONMENT.md.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Mapping
 
 import flax
@@ -47,6 +48,12 @@ def make_optimizer(*, name: str = "adam", lr: float = 1e-3, schedule: str = "con
     raise KeyError(f"Unknown optimizer {name!r}; valid: {OPTIMIZERS}.")
   if schedule not in SCHEDULES:
     raise KeyError(f"Unknown schedule {schedule!r}; valid: {SCHEDULES}.")
+  # NaN passes every range check below (nan <= 0 is False), and an infinite
+  # lr turns the parameters into inf/NaN after one update.
+  for field, v in (("lr", lr), ("grad_clip", grad_clip), ("weight_decay", weight_decay),
+                   ("b1", b1), ("b2", b2), ("decay_rate", decay_rate)):
+    if not math.isfinite(v):
+      raise ValueError(f"optimizer {field} must be a finite number, got {v}.")
   if lr <= 0:
     raise ValueError(f"optimizer lr must be > 0, got {lr}.")
   if grad_clip < 0:  # a negative max norm would flip the gradient's sign

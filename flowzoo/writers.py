@@ -18,14 +18,17 @@ class MetricWriter:
     workdir: run directory.
     start_step: the step training resumes from. Rows logged after it by an
       interrupted run are dropped, since the resumed run logs those steps again.
+      So is a torn last row (the run was killed while writing it).
+  Raises:
+    ValueError: a row before the last is not a metrics row (the file was
+      damaged otherwise), naming the file and line.
   """
 
   def __init__(self, workdir: str | Path, start_step: int = 0):
     from tensorboardX import SummaryWriter  # small, no TensorFlow needed
     self.path = Path(workdir) / "train_metrics.jsonl"
     if self.path.exists():
-      rows = [r for r in self.path.read_text().splitlines()
-              if r.strip() and json.loads(r)["step"] <= start_step]
+      rows = [r for r in _read_rows(self.path) if json.loads(r)["step"] <= start_step]
       tmp = self.path.with_suffix(".jsonl.tmp")
       tmp.write_text("".join(r + "\n" for r in rows))
       tmp.replace(self.path)  # atomic: a crash here keeps the old file
@@ -44,6 +47,30 @@ class MetricWriter:
     self._tb.close()
 
 
+def _read_rows(path: Path) -> list[str]:
+  """The rows of `path` that parse; a torn last row is dropped with a message."""
+  lines = [(i, r) for i, r in enumerate(path.read_text(errors="replace").splitlines(), 1)
+           if r.strip()]
+  rows = []
+  for i, r in lines:
+    try:
+      row = json.loads(r)
+      ok = isinstance(row, dict) and isinstance(row.get("step"), int)
+    except ValueError:
+      ok = False
+    if ok:
+      rows.append(r)
+    elif i == lines[-1][0]:  # appended last: a kill during its write
+      print(f"{path}: dropped a torn last line (the run was killed while writing it): "
+            f"{r[:80]!r}", flush=True)
+    else:
+      raise ValueError(
+          f"{path}, line {i}, is not a metrics row: {r[:80]!r}. Only a torn last line is "
+          "repaired automatically; move the file away to start a new log (the resumed run "
+          "logs from its checkpoint on), or pass --overwrite to start the run over.")
+  return rows
+
+
 class Progress:
   """Prints `step/total loss steps/s ETA` lines (one per log interval).
 
@@ -51,7 +78,9 @@ class Progress:
   compilation and later ones show the steady-state rate.
   """
 
-  def __init__(self, total: int, start: int = 0, stream=sys.stdout):
+  def __init__(self, total: int, start: int = 0, stream=None):
+    # None: `sys.stdout` when printing, not the stream it was at import time
+    # (pytest's capture replaces and closes it).
     self.total, self.stream = total, stream
     self._t0, self._s0 = time.perf_counter(), start
     self._rate = float("nan")
@@ -73,4 +102,4 @@ class Progress:
             f"eta={eta:.0f}s")
 
   def print(self, step: int, scalars: Mapping[str, float]) -> None:
-    print(self.line(step, scalars), file=self.stream, flush=True)
+    print(self.line(step, scalars), file=self.stream or sys.stdout, flush=True)

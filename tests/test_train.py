@@ -97,6 +97,20 @@ def test_optimizer_errors():
     make_optimizer(lr=0.0)
 
 
+@pytest.mark.parametrize("field", ["lr", "grad_clip", "weight_decay", "b1", "b2", "decay_rate"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_optimizer_rejects_non_finite_fields(field, value):
+  # NaN slipped through `lr <= 0`; lr=inf made the params NaN after one update.
+  with pytest.raises(ValueError, match=rf"optimizer {field} must be a finite number, got {value}"):
+    make_optimizer(name="adamw", schedule="exponential", **{field: value})
+
+
+def test_non_finite_lr_from_the_config_names_the_group():
+  from flowzoo.experiment import setup  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"group 'velocity'.*lr must be a finite number, got inf"):
+    setup(tiny_letters_config(**{"optim.lr": float("inf")}))
+
+
 _SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np

@@ -23,6 +23,12 @@ import numpy as np
 
 SPLITS = ("train", "validation", "heldout")
 
+# Largest |x| whose square is a finite float32 (~1.8e19). Squared distances
+# (OT costs, W2, MMD kernels) of larger values are inf: a finite but huge
+# feature used to fail mid-training in the OT solver ("cost matrix is
+# infeasible").
+MAX_ABS_VALUE = float(np.sqrt(np.finfo(np.float32).max))
+
 
 @dataclasses.dataclass(frozen=True)
 class Populations:
@@ -75,6 +81,7 @@ class Populations:
             f"Populations: condition {name!r} has samples of shape {s.shape[1:]}, "
             f"expected {shape} like {self.names[0]!r}.")
       _check_finite(f"samples of condition {name!r}", s)
+      _check_magnitude(f"samples of condition {name!r}", s)
     bad = sorted({s for s in self.splits if s not in SPLITS})
     if bad:
       raise ValueError(f"Populations: unknown split label(s) {bad}; valid: {SPLITS}.")
@@ -91,6 +98,7 @@ class Populations:
               f"Populations: source samples of {name!r} have shape {s.shape}; "
               f"need at least one sample of shape {shape}.")
         _check_finite(f"source samples of condition {name!r}", s)
+        _check_magnitude(f"source samples of condition {name!r}", s)
 
     if self.masks is not None:
       object.__setattr__(self, "masks", [np.asarray(m, bool) for m in self.masks])
@@ -128,6 +136,15 @@ def _check_finite(what: str, a: np.ndarray) -> None:
   if not np.all(np.isfinite(a)):
     bad = int(np.size(a) - np.isfinite(a).sum())
     raise ValueError(f"{what} contain {bad} NaN/inf value(s).")
+
+
+def _check_magnitude(what: str, a: np.ndarray) -> None:
+  big = np.abs(a) > MAX_ABS_VALUE
+  if big.any():
+    raise ValueError(
+        f"{what} contain {int(big.sum())} value(s) with |x| > {MAX_ABS_VALUE:.3g} (largest "
+        f"{float(np.abs(a).max()):.3g}): their squares overflow float32, so squared distances "
+        f"and OT costs become inf. Rescale or standardise the data.")
 
 
 @jax.tree_util.register_dataclass

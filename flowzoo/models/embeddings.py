@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -40,3 +43,21 @@ def check_call(t: jax.Array, x_t: jax.Array, cond: jax.Array | None) -> None:
     raise ValueError(f"t must be [batch={x_t.shape[0]}], got {t.shape}.")
   if cond is not None and (cond.ndim != 2 or cond.shape[0] != x_t.shape[0]):
     raise ValueError(f"cond must be [batch={x_t.shape[0]}, C], got {cond.shape}.")
+
+
+def check_int_sequence(model: str, field: str, value: Any, *, minimum: int,
+                       allow_empty: bool = True) -> None:
+  """Raises unless `value` is a sequence of ints >= `minimum` (at construction).
+
+  A mistyped override such as `--config.model.hidden=hello` reaches the model
+  as `('hello',)`; unchecked, it failed inside init with an error about the
+  data's shape.
+  """
+  if not (isinstance(value, (tuple, list)) and all(
+      isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):
+    raise ValueError(f"{model}: {field} must be a sequence of ints, e.g. (64, 64), "
+                     f"got {value!r}.")
+  if not value and not allow_empty:
+    raise ValueError(f"{model}: {field} must be non-empty, got {tuple(value)}.")
+  if any(v < minimum for v in value):
+    raise ValueError(f"{model}: {field} must be >= {minimum}, got {tuple(value)}.")

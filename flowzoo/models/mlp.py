@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flowzoo.models.embeddings import activation, check_call, fourier_time
+from flowzoo.models.embeddings import (activation, check_call, check_int_sequence,
+                                       fourier_time)
 from flowzoo.registry import MODELS
 
 
@@ -49,6 +50,10 @@ class MLP(nn.Module):
   residual: bool = False
   layer_norm: bool = False
 
+  def __post_init__(self):
+    check_int_sequence("mlp", "hidden widths", self.hidden, minimum=1)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, t: jax.Array, x_t: jax.Array, cond: jax.Array | None = None, *,
                mask: jax.Array | None = None, train: bool = False) -> jax.Array:
@@ -56,8 +61,6 @@ class MLP(nn.Module):
     check_call(t, x_t, cond)
     if self.conditioning not in ("concat", "film"):
       raise ValueError(f"mlp: conditioning must be 'concat' or 'film', got {self.conditioning!r}.")
-    if any(int(w) < 1 for w in self.hidden):
-      raise ValueError(f"mlp: hidden widths must be >= 1, got {tuple(self.hidden)}.")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"mlp: dropout must be in [0, 1), got {self.dropout}.")
     if self.residual and len(set(self.hidden)) > 1:

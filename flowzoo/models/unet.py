@@ -37,7 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flowzoo.models.embeddings import activation, check_call, fourier_time
+from flowzoo.models.embeddings import (activation, check_call, check_int_sequence,
+                                       fourier_time)
 from flowzoo.registry import MODELS
 
 
@@ -151,11 +152,13 @@ class UNet(nn.Module):
   value_max_frequency: float = 4.0
   gene_embedding: bool = True
 
+  def __post_init__(self):
+    check_int_sequence("unet", "channel_mult", self.channel_mult, minimum=1, allow_empty=False)
+    check_int_sequence("unet", "attention_levels", self.attention_levels, minimum=0)
+    super().__post_init__()
+
   def _check_config(self) -> None:
-    levels = len(self.channel_mult)
-    if levels == 0 or min(self.channel_mult) < 1:
-      raise ValueError(f"unet: channel_mult must be non-empty positive ints, got "
-                       f"{tuple(self.channel_mult)}.")
+    levels = len(self.channel_mult)  # non-empty positive ints (`__post_init__`)
     for what, v in (("base_channels", self.base_channels), ("num_res_blocks", self.num_res_blocks),
                     ("emb_dim", self.emb_dim), ("norm_groups", self.norm_groups),
                     ("num_heads", self.num_heads)):

@@ -21,6 +21,20 @@ def test_nan_in_data_is_named():
     make(bad, splits=["train", "train"])
 
 
+def test_values_whose_squares_overflow_float32_are_named():
+  # Finite, but 1e30 ** 2 is inf in float32: it used to fail mid-training
+  # inside the OT callback ("cost matrix is infeasible").
+  huge = [np.zeros((3, 2)), np.array([[0.0, 1e30], [1.0, 2.0]])]
+  with pytest.raises(ValueError, match=r"samples of condition 'c1' contain 1 value\(s\) with "
+                                       r"\|x\| > 1.84e\+19 \(largest 1e\+30\): their squares "
+                                       r"overflow float32"):
+    make(huge, splits=["train", "train"])
+  with pytest.raises(ValueError, match=r"source samples of condition 'c0' contain 4 value"):
+    make([np.zeros((3, 2)), np.zeros((2, 2))], splits=["train", "train"],
+         sources=[np.full((2, 2), -2e19), np.zeros((2, 2))])
+  make([np.full((3, 2), 1e19), np.zeros((2, 2))], splits=["train", "train"])  # square is finite
+
+
 def test_empty_condition_is_named():
   with pytest.raises(ValueError, match="condition 'c1' has no samples"):
     make([np.zeros((3, 2)), np.zeros((0, 2))], splits=["train", "train"])

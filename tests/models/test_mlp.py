@@ -44,3 +44,25 @@ def test_residual_needs_equal_widths():
   model = MLP(hidden=(16, 8), residual=True)
   with pytest.raises(ValueError, match="residual=True needs equal hidden widths"):
     model.init(jax.random.key(0), jnp.zeros((2,)), jnp.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("hidden, match", [
+    (("hello",), r"hidden widths must be a sequence of ints, e.g. \(64, 64\), got \('hello',\)"),
+    ("hello", r"hidden widths must be a sequence of ints"),
+    ((16, 2.5), r"hidden widths must be a sequence of ints"),
+    ((16, True), r"hidden widths must be a sequence of ints"),
+    ((16, 0), r"hidden widths must be >= 1, got \(16, 0\)"),
+])
+def test_bad_hidden_widths_fail_at_construction(hidden, match):
+  with pytest.raises(ValueError, match=match):
+    MLP(hidden=hidden)
+  MLP(hidden=())  # no hidden layer: the affine baseline
+
+
+def test_cli_typo_in_hidden_names_the_field():
+  # `--config.model.hidden=hello` arrives as ('hello',); it used to fail in init
+  # with "the components cannot take data of event shape (2,) ...".
+  from flowzoo.experiment import setup  # pylint: disable=import-outside-toplevel
+  from tests.helpers import tiny_letters_config  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"^mlp: hidden widths must be a sequence of ints"):
+    setup(tiny_letters_config(**{"model.hidden": ("hello",)}))

@@ -168,10 +168,17 @@ def test_bad_image_size_raises_clearly_at_trace_time():
     (dict(act="swishh"), "Unknown activation"),
 ])
 def test_bad_config_raises(kwargs, match):
-  model = UNet(**dict(TINY, **kwargs))
   t, x, c = inputs(VECTOR)
   with pytest.raises((ValueError, KeyError), match=match):
-    jax.eval_shape(model.init, jax.random.key(0), t, x, c)
+    jax.eval_shape(UNet(**dict(TINY, **kwargs)).init, jax.random.key(0), t, x, c)
+
+
+@pytest.mark.parametrize("field, value", [("channel_mult", ("hello",)), ("channel_mult", (1.5,)),
+                                          ("attention_levels", "0"), ("attention_levels", (-1,))])
+def test_int_tuple_fields_are_checked_at_construction(field, value):
+  # Before any call: a typo used to surface as a shape error about the data.
+  with pytest.raises(ValueError, match=rf"unet: {field} must be"):
+    UNet(**dict(TINY, **{field: value}))
 
 
 def test_point_cloud_input_raises():
