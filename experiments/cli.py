@@ -95,6 +95,31 @@ def component_swaps(argv: list[str], name: str = "config") -> dict[str, str]:
   return swaps
 
 
+def check_override_keys(config, argv: list[str], name: str, swaps: dict[str, str]) -> None:
+  """Raises ValueError naming the section and its valid fields for a misspelt override.
+
+  absl would report it too, but as a long traceback; a field a swapped-in
+  component takes is allowed (it is added when the swap is applied).
+  """
+  from flowzoo.config import SECTIONS  # pylint: disable=import-outside-toplevel
+  for a in argv:
+    if not a.startswith(f"--{name}."):
+      continue
+    *path, last = a[len(name) + 3:].partition("=")[0].split(".")
+    node, where = config, name
+    for p in path:
+      if p not in node:
+        raise ValueError(f"--{a[2:].partition('=')[0]}: {where} has no field {p!r}; valid: "
+                         f"{sorted(node.keys())}.")
+      node, where = node[p], f"{where}.{p}"
+    if last not in node:
+      section = path[0] if len(path) == 1 else None
+      accepted = SECTIONS[section].accepted(swaps[section]) if section in swaps else None
+      if not accepted or last not in accepted:
+        raise ValueError(f"--{a[2:].partition('=')[0]}: {where} has no field {last!r}; "
+                         f"valid: {sorted(node.keys())}.")
+
+
 class _SwappingParser(flags.ArgumentParser):
   """Wraps config_flags' file parser: loads the config, then applies the argv's swaps."""
 
@@ -107,7 +132,9 @@ class _SwappingParser(flags.ArgumentParser):
   def parse(self, path):
     config = self._inner.parse(path)
     # The argv the override flags come from (config_flags reads sys.argv too).
-    swaps = component_swaps(sys.argv if self._argv is None else self._argv, self._name)
+    argv = sys.argv if self._argv is None else self._argv
+    swaps = component_swaps(argv, self._name)
+    check_override_keys(config, argv, self._name, swaps)
     if not swaps:
       return config
     from flowzoo.config import apply_overrides  # pylint: disable=import-outside-toplevel
@@ -128,6 +155,49 @@ def define_config_flag(name: str = "config", *, flag_values=flags.FLAGS,
   flag = flag_values[name]
   flag.parser = _SwappingParser(flag.parser, name, sys_argv)
   return handle
+
+
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show the full traceback of configuration, data and workdir errors "
+    "(also: environment variable FLOWZOO_TRACEBACK=1).")
+
+
+def user_error_types() -> tuple[type, ...]:
+  """Errors of the user's input (config, data, workdir): printed as one line."""
+  from flowzoo.checkpoint import (  # pylint: disable=import-outside-toplevel
+      CheckpointRestoreError, CheckpointSaveError)
+  from flowzoo.workdir_lock import WorkdirLockedError  # pylint: disable=import-outside-toplevel
+  return (ValueError, KeyError, FileNotFoundError, NotADirectoryError, FloatingPointError,
+          CheckpointRestoreError, CheckpointSaveError, WorkdirLockedError)
+
+
+def one_line_errors(main):
+  """Wraps an absl `main`: user errors print `error: <message>` and exit with status 2.
+
+  The project's own checks raise ValueError, KeyError, FileNotFoundError and
+  the workdir/checkpoint errors with a message that says what to change, so
+  a traceback only hides it. Any other exception (a bug) keeps its
+  traceback, and so does everything with `--verbose` or FLOWZOO_TRACEBACK=1.
+  Ctrl-C during training prints the step reached and exits with status 130.
+  """
+  import functools  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except KeyboardInterrupt as e:
+      print(str(e) or "interrupted.", file=sys.stderr)
+      sys.exit(130)
+    except Exception as e:  # pylint: disable=broad-except
+      if (_VERBOSE.value or os.environ.get("FLOWZOO_TRACEBACK") == "1"
+          or not isinstance(e, user_error_types())):
+        raise
+      msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+      print(f"error: {msg}", file=sys.stderr)
+      sys.exit(2)
+  return wrapped
 
 
 def quiet_logging() -> None:

@@ -46,4 +46,4 @@ def main(argv):
 if __name__ == "__main__":
   cli.ORIGINAL_ARGV[:] = sys.argv
   sys.argv = cli.rewrite_argv(sys.argv)
-  app.run(main)
+  app.run(cli.one_line_errors(main))

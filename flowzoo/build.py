@@ -55,7 +55,19 @@ def build(registry: Registry, section, what: str, **wired):
 
 
 def build_dataset(config) -> Populations:
-  pops = build(DATASETS, config.dataset, "dataset")
+  """The dataset's `Populations`; a missing file names the config field pointing at it."""
+  try:
+    pops = build(DATASETS, config.dataset, "dataset")
+  except FileNotFoundError as e:
+    missing = str(e.filename or e)
+    fields = [k for k, v in config.dataset.items() if isinstance(v, str) and v and (
+        v == missing or v in missing or missing in v)]
+    if not fields:
+      raise
+    raise FileNotFoundError(
+        f"{missing} does not exist: it is config.dataset.{fields[0]} of dataset "
+        f"{config.dataset.name!r}; point it at your file with "
+        f"--config.dataset.{fields[0]}=<path>.") from None
   if not isinstance(pops, Populations):
     raise TypeError(f"dataset {config.dataset.name!r} returned {type(pops).__name__}, "
                     "expected flowzoo.data.Populations.")

@@ -45,6 +45,14 @@ class CheckpointRestoreError(RuntimeError):
   """No kept checkpoint can be restored."""
 
 
+def _importance(key: str) -> tuple[int, str]:
+  """Sort key: what a run is (components, data) before its knobs."""
+  section, _, field = key.partition(".")
+  if field == "name":
+    return (0, key)
+  return (1 if section in ("dataset", "method", "base", "coupling", "model") else 2, key)
+
+
 class Checkpointer:
   """Keep-N periodic checkpoints in `workdir/checkpoints`.
 
@@ -87,7 +95,7 @@ class Checkpointer:
           stored, current = flatten(old), flatten(config_dict)
           shown = [k + (" (not in the stored config)" if k not in stored else
                         " (only in the stored config)" if k not in current else "")
-                   for k in diff[:10]]
+                   for k in sorted(diff, key=_importance)[:10]]
           raise ValueError(
               f"{self.workdir} holds checkpoints of a different config (differs in: "
               f"{', '.join(shown)}{' ...' if len(diff) > 10 else ''}). "

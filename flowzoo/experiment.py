@@ -130,6 +130,10 @@ def setup(config) -> Experiment:
                     trainer.replicate(jnp.asarray(train_ids, jnp.int32)))
 
 
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training, with the step reached and where a rerun resumes."""
+
+
 # What a run writes besides config.json and checkpoints/ (see train_and_evaluate).
 RUN_OUTPUTS = ("train_metrics.jsonl", "tensorboard", "eval.json", "samples.npz",
                "selection.json", "*_real_vs_generated.png", "*_flow.png")
@@ -169,7 +173,14 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
   try:
     step = start
     while step < t.steps:
+      if step == start:  # the first dispatch compiles the step: say so, and how long it took
+        print(f"compiling the train step ({t.steps_per_dispatch} steps per dispatch)...",
+              flush=True)
+        t0 = time.perf_counter()
       state, m = exp.trainer.run(state, exp.packed, exp.train_ids, rng, t.steps_per_dispatch)
+      if step == start:
+        print(f"compiled and ran the first {t.steps_per_dispatch} steps in "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)
       step += t.steps_per_dispatch
       ckpt.check()  # a failed background save stops the run now, not a save later
       if step % t.log_every == 0 or step == t.steps:
@@ -186,6 +197,9 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
       state = selection.select_checkpoint(exp, ckpt, workdir, _eval_key(config))
   except FloatingPointError as e:  # diverged: say where a rerun resumes and what to change
     raise FloatingPointError(f"{e} {_divergence_advice(config, ckpt)}") from None
+  except KeyboardInterrupt:
+    raise Interrupted(f"interrupted at step {step}; run the same command again to resume "
+                      f"(from the checkpoint of step {ckpt.latest_step()}).") from None
   finally:
     writer.close()
     ckpt.close()

@@ -10,7 +10,8 @@ def test_unknown_name_lists_valid_names():
   reg = Registry("widget")
   reg.register("alpha")(dict)
   reg.register("beta")(dict)
-  with pytest.raises(KeyError, match=r"Unknown widget 'alpah'.*Did you mean 'alpha'.*alpha, beta"):
+  with pytest.raises(KeyError, match=r"Unknown widget 'alpah'.*Did you mean 'alpha'.*"
+                     r"alpha \(builtins\), beta \(builtins\)"):
     reg.get("alpah")
 
 
