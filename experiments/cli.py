@@ -157,7 +157,7 @@ def define_config_flag(name: str = "config", *, flag_values=flags.FLAGS,
   return handle
 
 
-_VERBOSE = flags.DEFINE_bool(
+flags.DEFINE_bool(
     "verbose", False, "Show the full traceback of configuration, data and workdir errors "
     "(also: environment variable FLOWZOO_TRACEBACK=1).")
 
@@ -191,7 +191,8 @@ def one_line_errors(main):
       print(str(e) or "interrupted.", file=sys.stderr)
       sys.exit(130)
     except Exception as e:  # pylint: disable=broad-except
-      if (_VERBOSE.value or os.environ.get("FLOWZOO_TRACEBACK") == "1"
+      # The Flag object's value: readable even when flags were not parsed (tests).
+      if (flags.FLAGS["verbose"].value or os.environ.get("FLOWZOO_TRACEBACK") == "1"
           or not isinstance(e, user_error_types())):
         raise
       msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
