@@ -1,16 +1,23 @@
-"""Every registered model, base and coupling is built through the registry and run once.
+"""Every registered model, base, coupling, dataset and solver is built through the registry and run.
+
+Methods are covered by the swap-safety grid (`tests/test_swaps.py`).
 
 A component registered without an entry here fails `test_every_component_has_a_spec`,
 so new components cannot skip this check.
 """
+
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowzoo import build  # noqa: F401  (registers everything)
-from flowzoo.registry import BASES, COUPLINGS, MODELS
+import flowzoo  # noqa: F401  (registers everything)
+from flowzoo.data.populations import Populations
+from flowzoo.geometry.bures import pack_gaussians
+from flowzoo.registry import BASES, COUPLINGS, DATASETS, METHODS, MODELS, SOLVERS
+from flowzoo.sampling import integrate
 
 B = 4
 KEY = jax.random.key(0)
@@ -101,3 +108,86 @@ def test_coupling_pairs_rows(name):
   assert i.shape == j.shape == (6,)
   assert np.all((0 <= np.asarray(j)) & (np.asarray(j) < 6))
   assert np.all((0 <= np.asarray(i)) & (np.asarray(i) < 6))
+
+
+# -- datasets: every registered loader builds `Populations` ------------------------------------
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _cells_npz(tmp_path):
+  """A tiny per-cell table in the `bbbc021_cells` layout: DMSO plus two compounds."""
+  rng = np.random.default_rng(0)
+  compound = np.repeat(["DMSO", "taxol", "ALLN"], 6)
+  path = tmp_path / "cells.npz"
+  np.savez(path, X=rng.normal(size=(18, 3)).astype(np.float32), compound=compound,
+           dose=np.repeat([0.0, 1.0, 3.0], 6), plate=np.tile(["p1", "p2"], 9),
+           moa=np.repeat(["DMSO", "Microtubule stabilizers", "Protein degradation"], 6))
+  return dict(path=str(path), descriptors="onehot", split="taxol;", group_by="compound")
+
+
+# name -> (kwargs or fn(tmp_path) -> kwargs, shared-data file it needs or None)
+DATASET_SPECS = {
+    "letters": (dict(letters="SH", num_rotations=2, copies=1, points_per_copy=16), None),
+    "bbbc021_sim": (dict(dim=3, descriptor_dim=4, cells_per_population=8,
+                         control_cells_per_plate=4, num_plates=2, plates_per_compound=1), None),
+    "bbbc021_wells": (dict(path=str(SHARED / "bbbc021_wells"
+                                    / "BBBC021_feature_selected_mad_robustize.csv"),
+                           descriptors=str(SHARED / "compound_embeddings" / "embeddings" / "csv"
+                                           / "emb_fp.csv")),
+                      "bbbc021_wells/BBBC021_feature_selected_mad_robustize.csv"),
+    "bbbc021_cells": (_cells_npz, None),
+    "gaussian_spiral": (dict(num=8), None),
+    "gaussian_moons": (dict(num=8), None),
+    "gaussian_sphere": (dict(num=8), None),
+    "pbmc_metacells": ({}, "scanpy"),
+    "seqfish_niches": (dict(path=str(SHARED / "seqfish_cortex")), "seqfish_cortex"),
+    "digits_clouds": (dict(digits="01"), None),
+    "mnist_clouds": (dict(path=str(SHARED / "mnist_test"), max_per_digit=20), "mnist_test"),
+    "mesh_clouds": (dict(paths=(str(SHARED / "meshes" / "spot.obj"),), clouds_per_mesh=4,
+                         min_points=16, max_points=24), "meshes/spot.obj"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATASET_SPECS))
+def test_dataset_builds_populations(name, tmp_path):
+  spec, needs = DATASET_SPECS[name]
+  if needs == "scanpy":
+    pytest.importorskip("scanpy", reason="pbmc_metacells reads scanpy's bundled file: "
+                        "pip install -e '.[scanpy]'")
+  elif needs is not None and not (SHARED / needs).exists():
+    pytest.skip(f"{SHARED / needs} is absent")
+  pops = DATASETS.build(name, spec(tmp_path) if callable(spec) else spec)
+  assert isinstance(pops, Populations) and pops.has_split("train")
+  assert all(s.shape[1:] == pops.event_shape and len(s) > 0 for s in pops.samples)
+  assert all(np.isfinite(s).all() for s in pops.samples)
+  assert pops.descriptors.shape == (len(pops.names), pops.cond_dim)
+
+
+# -- solvers: every registered solver integrates a known flow ----------------------------------
+def _decay(t, x):  # dx/dt = -x: x(1) = x(0) / e
+  del t
+  return -x
+
+
+@pytest.mark.parametrize("name", sorted(set(SOLVERS.names()) - {"euler_bw"}))
+def test_solver_integrates_exponential_decay(name):
+  x0 = jnp.ones((2, 3))
+  x1 = integrate(_decay, x0, solver=name, num_steps=64)
+  np.testing.assert_allclose(x1, np.exp(-1.0), rtol=1e-2)  # Euler's error at h = 1/64: 0.8 %
+
+
+def test_bw_solver_follows_a_constant_mean_velocity():
+  """`euler_bw` (WFM Alg. 2): with S = 0 the covariance stays and the mean moves by a."""
+  x0 = jnp.asarray(_gaussians()["x1"])
+  a = jnp.ones((B, 2))
+  field = lambda t, x: pack_gaussians(a, jnp.zeros((B, 2, 2)))  # noqa: E731
+  x1 = integrate(field, x0, solver="euler_bw", num_steps=8)
+  np.testing.assert_allclose(x1[:, 1:], x0[:, 1:], rtol=1e-6)
+  np.testing.assert_allclose(x1[:, 0], x0[:, 0] + 1.0, rtol=1e-5)
+
+
+def test_every_dataset_and_method_is_covered():
+  missing = sorted(set(DATASETS.names()) - set(DATASET_SPECS))
+  assert not missing, f"add a spec for dataset(s) {missing} in tests/test_components.py"
+  from tests.test_swaps import GRID  # pylint: disable=import-outside-toplevel
+  assert {g[0] for g in GRID} == set(METHODS.names())  # methods: the swap-safety grid
