@@ -20,6 +20,8 @@ _CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, plots).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Discard checkpoints in --workdir made with a different config.")
+_RESULTS = flags.DEFINE_string("results", None,
+                               "results/<config>.md page to write the run's table into.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,7 +31,8 @@ def main(argv):
   cli.quiet_logging()
   from flowzoo.experiment import train_with_baselines  # after flag parsing: faster --help
   train_with_baselines(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                       label=cli.config_label())
+                       label=cli.config_label(), results=_RESULTS.value,
+                       command=cli.command_line())
 
 
 if __name__ == "__main__":

@@ -251,15 +251,20 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> di
 
 
 def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False,
-                         label: str = "") -> dict:
+                         label: str = "", results: str | Path | None = None,
+                         command: str = "") -> dict:
   """Trains `config` in `workdir` and each of its `baselines` arms beside it; one table.
 
   The arms (`config.baselines`: name -> overrides, see
   `flowzoo.config.baseline_arms`) run in `workdir/baselines/<name>`, each a
-  plain `train_and_evaluate`; finished ones are reused. The table (the
-  config's first tabulated split, every `eval.metrics`) is printed and
+  plain `train_and_evaluate`; finished ones are reused. With arms, the table
+  (the config's first tabulated split, every `eval.metrics`) is printed and
   written to `workdir/comparison.{md,json,csv,png}` by the report writer.
 
+  Args:
+    label: the config's row name (e.g. its file's stem).
+    results: a `results/<config>.md` page to write the table into (section
+      "<label> run"), with `command`.
   Returns:
     `{arm name: eval results}`, the config itself first (named `label`).
   """
@@ -270,18 +275,22 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
   label = label or config.method.name
   runs = {label: (config, workdir)}
   runs.update({name: (cfg, workdir / "baselines" / name) for name, cfg in arms.items()})
-  results = {}
+  results_of = {}
   for i, (name, (cfg, rdir)) in enumerate(runs.items()):
     if len(runs) > 1:
       print(f"[run {i + 1}/{len(runs)}: {name}] {config.baselines.get(name, 'this config')}")
-    results[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite)
-  if len(runs) > 1:
-    split = next(s for s in ("heldout", "validation", "train") if s in config.eval.splits)
-    summary = report.summarize([Point(n) for n in runs], [config.seed],
-                               {(n, config.seed): r for n, r in results.items()},
-                               split=split, metrics=config.eval.metrics)
-    summary.update(title=f"{label} beside its baselines ({split} conditions)", reference=None,
-                   arms={n: config.baselines.get(n, "(this config)") for n in runs})
+    results_of[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite)
+  split = next(s for s in ("heldout", "validation", "train") if s in config.eval.splits)
+  summary = report.summarize([Point(n) for n in runs], [config.seed],
+                             {(n, config.seed): r for n, r in results_of.items()},
+                             split=split, metrics=config.eval.metrics)
+  summary.update(title=f"{label}" + (" beside its baselines" if arms else "")
+                 + f" ({split} conditions)", reference=None,
+                 arms={n: config.baselines.get(n, "(this config)") for n in runs} if arms else {})
+  if arms:
     report.write_outputs(summary, workdir, stem="comparison")
     print("\n" + report.format_table(summary))
-  return results
+  if results:
+    page = report.results_page(summary, results, section=f"{label} run", command=command)
+    print(f"(results page: {page})")
+  return results_of
