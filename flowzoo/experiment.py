@@ -165,6 +165,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
                       keep=config.train.keep_checkpoints, overwrite=overwrite,
                       resume_safe=RESUME_SAFE + config_lib.evaluation_only_keys(config),
                       outputs=RUN_OUTPUTS)
+  print("initialising (the first call compiles the model's init)...", flush=True)
   state = restore_or_init(exp, ckpt)
   t = config.train
   start = int(state.step)

@@ -174,7 +174,11 @@ class Trainer:
       # An inactive group keeps params and optimizer moments bit-for-bit.
       params[g] = _select(active[g], new_params, state.params[g])
       opt_state[g] = _select(active[g], new_opt, state.opt_state[g])
-    ema = optax.incremental_update(params, state.ema, step_size=1.0 - self.ema_decay)
+    # ema <- decay * ema + (1 - decay) * params. Written with the EMA as optax's
+    # "new" argument: the same expression, in the same order, as flowzoo's
+    # earlier hand-written update, so recorded results reproduce bit for bit
+    # (the other argument order rounds differently where XLA fuses a * b + c).
+    ema = optax.incremental_update(state.ema, params, step_size=self.ema_decay)
     trained = self.method.groups
     metrics = dict(metrics, loss=loss,
                    grad_norm=optax.tree_utils.tree_l2_norm({g: grads[g] for g in trained}),
