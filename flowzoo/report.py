@@ -137,8 +137,8 @@ def results_page(summary: dict, page: str | Path, *, section: str, command: str)
   body = (f"## {section}\n\n```\n{command}\n```\n\n{format_table(summary)}\n\n"
           "Lower is better for every metric.\n")
   text = page.read_text() if page.exists() else f"# Results: {page.stem}\n\n" \
-      "Written by `flowzoo.report.results_page` (`python -m experiments.sweep ... " \
-      "--results=...`); do not edit the tables by hand.\n\n"
+      "Written by `flowzoo.report.results_page` (`experiments.run` or " \
+      "`experiments.sweep` with `--results=...`); do not edit the tables by hand.\n\n"
   pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
   text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else \
       text.rstrip("\n") + "\n\n" + body
