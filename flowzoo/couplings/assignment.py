@@ -68,13 +68,14 @@ def warm_duals(cost: jax.Array, valid: jax.Array, *, epsilons=WARM_EPSILONS,
   """Approximate dual potentials of the assignment problem on one block.
 
   1. f, g from the row then column minima (the Hungarian method's reduction),
-     so every reduced cost C_ij - f_i - g_j is >= 0 with a zero in each row;
+     so every reduced cost C_ij - f_i - g_j is >= 0 with a zero in each
+     column; the reduced cost is divided by its mean over valid entries;
   2. for each epsilon: kernel K = exp((f + g - C) / eps) on valid entries,
      `iterations` Sinkhorn updates u = a / K v, v = b / K^T u (uniform a, b
      on valid rows and columns), then f += eps log u, g += eps log v.
 
   Args:
-    cost: `[n, m]` cost (any scale; the mean over valid entries is used).
+    cost: `[n, m]` cost (any scale).
     valid: `[n, m]` bool.
   Returns:
     f `[n]`, g `[m]` in the cost's units, finite, made invariant
@@ -82,11 +83,17 @@ def warm_duals(cost: jax.Array, valid: jax.Array, *, epsilons=WARM_EPSILONS,
   """
   cost = jax.lax.stop_gradient(cost)
   rows, cols = jnp.any(valid, 1), jnp.any(valid, 0)
-  scale = jnp.maximum(jnp.sum(jnp.where(valid, cost, 0.0)) / jnp.maximum(jnp.sum(valid), 1),
-                      1e-12)
-  cs = jnp.where(valid, cost / scale, jnp.inf)
-  f = jnp.where(rows, jnp.min(cs, 1), 0.0)
-  g = jnp.where(cols, jnp.min(cs - f[:, None], 0), 0.0)
+  c = jnp.where(valid, cost, jnp.inf)
+  f0 = jnp.where(rows, jnp.min(c, 1), 0.0)
+  g0 = jnp.where(cols, jnp.min(c - f0[:, None], 0), 0.0)
+  # Scale by the mean REDUCED cost: a shift between source and target adds a
+  # separable term (-2 s.x0 + 2 s.x1 + |s|^2) that the reduction removes but
+  # a mean of the raw cost would count, making every epsilon too large
+  # (measured: 2.5x slower solves at a shift of 7 per dimension).
+  reduced = jnp.where(valid, c - f0[:, None] - g0[None, :], 0.0)
+  scale = jnp.maximum(jnp.sum(reduced) / jnp.maximum(jnp.sum(valid), 1), 1e-12)
+  cs = jnp.where(valid, reduced / scale, jnp.inf)
+  f, g = jnp.zeros_like(f0), jnp.zeros_like(g0)
   a = rows / jnp.maximum(jnp.sum(rows), 1)
   b = cols / jnp.maximum(jnp.sum(cols), 1)
   for eps in epsilons:
@@ -102,13 +109,15 @@ def warm_duals(cost: jax.Array, valid: jax.Array, *, epsilons=WARM_EPSILONS,
       v = jnp.where(ku > 0, b / jnp.where(ku > 0, ku, 1.0), v)
       return u, v
 
+    # Unrolled: XLA:CPU pays a fixed cost per while-loop iteration that is
+    # larger than these [n, m] matrix-vector products.
     u, v = jax.lax.fori_loop(0, iterations, update, (rows.astype(cost.dtype),
-                                                     cols.astype(cost.dtype)))
+                                                     cols.astype(cost.dtype)), unroll=True)
     df = jnp.where(rows & (u > 0), eps * jnp.log(jnp.where(u > 0, u, 1.0)), 0.0)
     dg = jnp.where(cols & (v > 0), eps * jnp.log(jnp.where(v > 0, v, 1.0)), 0.0)
     f, g = f + df, g + dg
-  f = jnp.where(jnp.isfinite(f), f, 0.0) * scale
-  g = jnp.where(jnp.isfinite(g), g, 0.0) * scale
+  f = f0 + jnp.where(jnp.isfinite(f), f, 0.0) * scale
+  g = g0 + jnp.where(jnp.isfinite(g), g, 0.0) * scale
   return invariant_duals(f, g, valid)
 
 
