@@ -94,6 +94,10 @@ def test_emd_pruned_nearest_neighbours_equal_full_argmin():
   xp, mp_ = mp.padded(x, mask, "x")
   full = mp.emd_matrix(xp, mp_)
   np.fill_diagonal(full, np.inf)
+  # The sliced bound is a lower bound, and tight for clouds that differ by a shift.
+  assert np.all(mp.lower_bounds(xp, mp_) <= full * (1 + 1e-5) + 1e-6)
+  shifted = mp.lower_bounds(np.stack([xp[0], xp[0] + [0.5, 0.0]]), np.stack([mp_[0]] * 2))
+  assert shifted[0, 1] == pytest.approx(0.5, rel=1e-4)
   np.testing.assert_array_equal(mp.emd_nearest(xp, mp_), np.argmin(full, 1))
 
 
