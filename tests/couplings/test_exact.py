@@ -142,3 +142,12 @@ def test_bad_arguments():
   x = jnp.zeros((10, 2))
   with pytest.raises(ValueError, match="runs of group_size=4"):
     Exact(group_size=4)(None, x, x, groups=jnp.zeros(10, jnp.int32))
+
+
+def test_group_size_takes_diagonal_blocks_of_a_given_cost():
+  x0, x1, groups, *_ = random_problem(7, masked=False)
+  cost = jnp.asarray(sq_cost(x0, x1), jnp.float32)
+  args = dict(groups=jnp.asarray(groups))
+  _, j_blocks = Exact(group_size=8)(None, x0, x1, cost=cost, **args)
+  _, j_full = Exact()(None, x0, x1, **args)
+  np.testing.assert_array_equal(j_blocks, j_full)
