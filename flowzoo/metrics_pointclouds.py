@@ -39,6 +39,7 @@ from flowzoo.couplings import assignment
 
 DISTANCES = ("chamfer", "emd")
 _CHUNK_ELEMENTS = 1 << 23  # float32 entries of one chunk's [rows, n, N, N] distances
+_PAIRS_PER_CHUNK = 1024
 _CANDIDATES_PER_ROUND = 8
 _BOUND_SLACK = 1e-5  # relative: float32 bound vs distance rounding
 
@@ -214,7 +215,9 @@ def emd_pairs(x: np.ndarray, mask: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return out
   sizes = mask.sum(1)
   n_pts = x.shape[1]
-  per = _bucket(len(pairs), max(1, _CHUNK_ELEMENTS // (n_pts * n_pts)))
+  # One chunk shape, one compile: the host solves of a chunk take ~1000x the
+  # JAX cost computation, so padding a small last chunk costs nothing.
+  per = min(_PAIRS_PER_CHUNK, max(1, _CHUNK_ELEMENTS // (n_pts * n_pts)))
   xj = jnp.asarray(np.where(mask[..., None], x, 0.0))
   for a, b in _chunks(len(pairs), per):
     chunk = pairs[np.minimum(np.arange(a, a + per), len(pairs) - 1)]

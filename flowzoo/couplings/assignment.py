@@ -13,12 +13,13 @@ columns and the searches grow long: scipy took 17-22 ms at n = 256 here vs
 6-7 ms on a uniform random matrix. Subtracting near-optimal duals f_i + g_j
 changes no optimal assignment (every row and column is matched once, so the
 shift adds the same constant to every assignment's cost) but makes most rows
-take their cheapest column at once: 15x less work for scipy and for optax
-(benchmarks/couplings.py). The duals come from a few iterations of
-kernel-mode Sinkhorn with a decreasing epsilon (Cuturi 2013, Eq. 2; epsilon
-scaling as in Schmitzer 2019, §3.2) on the mean-scaled cost: cheap matrix-vector
-products, no log-domain pass. They only steer the search: the solvers'
-results are exact whatever the duals are.
+take their cheapest column at once: scipy 5-10x faster at n = 256-1024 on
+such costs, optax's Hungarian 6-13x (benchmarks/couplings.py; less on i.i.d.
+normal pairs in dim 64, whose optimum is nearly flat). The duals come from a
+few iterations of kernel-mode Sinkhorn (Cuturi 2013) with a decreasing
+epsilon (epsilon scaling, Schmitzer 2019) on the row/column-reduced cost:
+cheap matrix-vector products, no log-domain pass. They only steer the
+search: the solvers' results are exact whatever the duals are.
 
 Invalid entries: a block whose valid rows and columns are unequal in number
 (masks, or a group with more sources than targets) is solved as scipy solves
