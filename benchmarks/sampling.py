@@ -113,7 +113,7 @@ def main():
   if field is not None:
     import torch
     from torchdiffeq import odeint
-    xt = torch.from_numpy(np.asarray(x0))
+    xt = torch.from_numpy(np.array(x0))  # a writable copy
     ts = torch.tensor([0.0, 1.0])
 
     def run_torch(method, **kw):
