@@ -1,7 +1,11 @@
 """Coupling speed: flowzoo couplings vs POT (and torchcfm when installed), and OT-CFM step cost.
 
 Prints, for batch 256 and 1024 (dim 64, standard normal source and target):
-  * ms per call of every flowzoo coupling (jitted, blocked on),
+  * ms per call of every flowzoo coupling (jitted, blocked on), with the
+    exact coupling's two solvers side by side: scipy through a host callback
+    and optax's Hungarian in JAX, each with and without the warm start;
+  * the exact solvers on a flow-matching-like cost (target shifted by 1 and
+    scaled by 0.5, dim 16: harder for both than i.i.d. normal pairs),
   * POT's `ot.emd` and `ot.sinkhorn` (kernel and log domain) on the same cost,
     at the same epsilon (on the mean-scaled cost) and the same iteration count
     as flowzoo's fixed-iteration Sinkhorn rows,
@@ -65,16 +69,45 @@ def bench_flowzoo(x0, x1, reps, iters, eps) -> dict:
       fixed_kernel: Sinkhorn(**fixed, lse_mode=False),
       f"sinkhorn eps={eps}, thr 1e-3, kernel": Sinkhorn(epsilon=eps, lse_mode=False),
       f"sinkhorn eps={eps}, thr 1e-3, argmax": Sinkhorn(epsilon=eps, pairs="argmax"),
-      "rounded_matching (eps 0.002, 200 it, WFM defaults)": RoundedMatching(),
-      "exact (scipy linear_sum_assignment callback)": Exact(),
+      "rounded_matching (eps 0.01, <= 1000 it, WFM defaults)": RoundedMatching(),
+      **exact_solvers(x0.shape[0]),
   }
   times = {}
   for name, c in couplings.items():
     f = jax.jit(lambda k, a, b, c=c: c(k, a, b))
     times[name] = row(name, timeit(lambda f=f: f(key, x0, x1), reps))
   em = jax.jit(lambda a, b: EntropicMap()(a, b))
-  row("entropic_map transport (eps 0.002, 200 it)", timeit(lambda: em(x0, x1), reps))
+  row("entropic_map transport (eps 0.01, <= 1000 it)", timeit(lambda: em(x0, x1), reps))
   return {"kernel": times[fixed_kernel], "log": times[fixed_log]}
+
+
+def exact_solvers(n: int) -> dict:
+  """The exact coupling's solvers; the cold in-JAX Hungarian only up to n = 256 (~0.1 s there)."""
+  solvers = {
+      "exact, scipy callback + warm start (default)": Exact(),
+      "exact, scipy callback, no warm start (old)": Exact(warm_start=False),
+      "exact, in-JAX Hungarian (optax) + warm start": Exact(solver="hungarian"),
+  }
+  if n <= 256:
+    solvers["exact, in-JAX Hungarian (optax), no warm start"] = Exact(solver="hungarian",
+                                                                     warm_start=False)
+  return solvers
+
+
+def bench_exact_shifted(batch: int, reps: int) -> None:
+  """Exact solvers on a shifted target in dim 16 (MixFlow-like minibatch costs)."""
+  rng = np.random.default_rng(batch + 1)
+  x0 = jnp.asarray(rng.normal(size=(batch, 16)), jnp.float32)
+  x1 = jnp.asarray(rng.normal(size=(batch, 16)) * 0.5 + 1.0, jnp.float32)
+  key = jax.random.key(0)
+  print(f"  exact solvers, shifted target, dim 16 (batch {batch}):")
+  times = {}
+  for name, c in exact_solvers(batch).items():
+    f = jax.jit(lambda k, a, b, c=c: c(k, a, b))
+    times[name] = row("  " + name, timeit(lambda f=f: f(key, x0, x1), max(3, reps // 4)))
+  old = times["exact, scipy callback, no warm start (old)"]
+  for name, t in times.items():
+    print(f"    {name}: {old / t:.2f}x faster than the old coupling")
 
 
 def bench_pot(x0, x1, reps, iters, eps) -> dict:
@@ -161,6 +194,7 @@ def main():
     x1 = jnp.asarray(rng.normal(size=(batch, DIM)), jnp.float32)
     print(f"\nbatch {batch}, dim {DIM}")
     ours = bench_flowzoo(x0, x1, a.reps, a.iters, a.eps)
+    bench_exact_shifted(batch, a.reps)
     pot = bench_pot(x0, x1, a.reps, a.iters, a.eps)
     bench_torchcfm(x0, x1, a.reps, a.eps)
     for domain, t_pot in pot.items():
@@ -173,7 +207,9 @@ def main():
   row("independent coupling", t_ind)
   for name, c in (("sinkhorn (default: eps 0.05 mean-scaled, thr 1e-3, lse)", Sinkhorn()),
                   ("sinkhorn kernel mode (precomputed kernel)", Sinkhorn(lse_mode=False)),
-                  ("exact (scipy callback)", Exact())):
+                  ("exact (scipy callback + warm start, default)", Exact()),
+                  ("exact (scipy callback, no warm start: old)", Exact(warm_start=False)),
+                  ("exact (in-JAX Hungarian + warm start)", Exact(solver="hungarian"))):
     t = step_time(c, a.step_reps)
     row(f"OT-CFM, {name}", t, f"ratio {t / t_ind:.2f} (target <= 1.3)")
 

@@ -10,11 +10,15 @@ per minibatch (MixFlow Algorithm 1, lines 7-9) and the same trainer. Timed:
   * mixflow / <coupling>: GMM base (I modes, MLP h_Theta and h_p) in the
     alternating phase, where one step in k + 1 updates the base.
 
-Prints ms per step and the ratio mixflow / cfm (the issue's target: <= 1.5x
-the same-coupling CFM step). The exact coupling is a host callback to scipy
-(`flowzoo/couplings/exact.py`), whose cost is the same for both methods.
+Prints ms per step and the ratios mixflow / cfm (the issue's target: <= 1.5x
+the same-coupling CFM step) and, with `--coupling exact`, exact / independent
+for CFM (issue 25: <= 2x) with each exact solver (`flowzoo/couplings/exact.py`):
+scipy with and without the warm start (without = the old coupling) and the
+in-JAX Hungarian. Defaults are the main job's layout
+(experiments/configs/mixflow_bbbc021.py: batch 256, one population per batch).
 
     python benchmarks/mixflow_step.py [--steps 1000] [--coupling exact] [--modes 10]
+        [--populations_per_batch 1]
 """
 
 from __future__ import annotations
@@ -44,15 +48,16 @@ def _populations(rng: np.random.Generator) -> Populations:
                      descriptors=rng.normal(size=(n, COND)), splits=["train"] * n)
 
 
-def steps_per_second(base, coupling: str, steps: int, spd: int) -> float:
+def steps_per_second(base, coupling: str, steps: int, spd: int, ppb: int = 1,
+                     **coupling_kwargs) -> float:
   """Measured train steps/s of MixFlow with `base` (Gaussian = vanilla CFM)."""
   pops = _populations(np.random.default_rng(0))
   # total_steps = 10 * steps: the timed steps all fall in the alternating phase.
   method = MixFlow(model=MLP(hidden=(WIDTH,) * DEPTH, act="silu", cond_embed=64),
-                   base=base, coupling=COUPLINGS.build(coupling), total_steps=10 * steps,
+                   base=base, coupling=COUPLINGS.build(coupling, coupling_kwargs), total_steps=10 * steps,
                    warmup=0.0, alternating=1.0, cooldown=0.0, base_every=10)
   opts = {g: make_optimizer(name="adam", lr=1e-3) for g in method.groups}
-  trainer = Trainer(method, opts, batch_size=BATCH, populations_per_batch=1)
+  trainer = Trainer(method, opts, batch_size=BATCH, populations_per_batch=ppb)
   data, ids = trainer.replicate(pack(pops)), jnp.arange(len(pops.names))
   state = trainer.init(jax.random.key(0), data, ids)
   key = jax.random.key(1)
@@ -70,23 +75,37 @@ def main():
   p.add_argument("--coupling", default="exact")
   p.add_argument("--modes", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3, help="best of N timings per variant")
+  p.add_argument("--populations_per_batch", type=int, default=1)
   a = p.parse_args()
+  ppb = a.populations_per_batch
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {BATCH}, dim {DIM}, "
-        f"MLP {DEPTH}x{WIDTH}, {a.steps} steps, {a.steps_per_dispatch} per dispatch")
+        f"MLP {DEPTH}x{WIDTH}, {ppb} population(s) per batch, {a.steps} steps, "
+        f"{a.steps_per_dispatch} per dispatch")
   gauss = Gaussian(event_shape=(DIM,))
   gmm = GMM(event_shape=(DIM,), num_modes=a.modes, hidden=(128,), dropout=0.1)
-  variants = [("cfm / independent", gauss, "independent"), (f"cfm / {a.coupling}", gauss, a.coupling),
-              (f"mixflow / {a.coupling} (I={a.modes})", gmm, a.coupling)]
+  kw = {"group_size": BATCH // ppb} if a.coupling == "exact" and ppb > 1 else {}
+  variants = [("cfm / independent", gauss, "independent", {}),
+              (f"cfm / {a.coupling}", gauss, a.coupling, kw),
+              (f"mixflow / {a.coupling} (I={a.modes})", gmm, a.coupling, kw)]
+  if a.coupling == "exact":
+    variants += [("cfm / exact, no warm start (old)", gauss, "exact", dict(kw, warm_start=False)),
+                 ("cfm / exact, solver=hungarian", gauss, "exact", dict(kw, solver="hungarian")),
+                 ("mixflow / exact, no warm start (old)", gmm, "exact", dict(kw, warm_start=False))]
   rates = {}
-  for name, base, coupling in variants:
-    rates[name] = max(steps_per_second(base, coupling, a.steps, a.steps_per_dispatch)
+  for name, base, coupling, kwargs in variants:
+    rates[name] = max(steps_per_second(base, coupling, a.steps, a.steps_per_dispatch, ppb,
+                                       **kwargs)
                       for _ in range(a.repeats))
-    print(f"{name:<32} {1e3 / rates[name]:8.3f} ms/step  {rates[name]:8.1f} steps/s")
+    print(f"{name:<36} {1e3 / rates[name]:8.3f} ms/step  {rates[name]:8.1f} steps/s", flush=True)
   mix, twin = rates[variants[2][0]], rates[variants[1][0]]
   indep = rates[variants[0][0]]
   print(f"mixflow / cfm, same coupling ({a.coupling}): {twin / mix:.2f}x the step time "
         f"(target <= 1.5x)")
   print(f"mixflow / cfm with independent pairs:      {indep / mix:.2f}x the step time")
+  for name, _, _, _ in variants[1:]:
+    if name.startswith("cfm / "):
+      print(f"{name} / cfm independent: {indep / rates[name]:.2f}x the step time"
+            + (" (target <= 2x)" if name == variants[1][0] else ""))
 
 
 if __name__ == "__main__":

@@ -56,8 +56,49 @@ def test_padding_is_ignored():
   fake2, real2 = fake.copy(), real.copy()
   fake2[~fmask], real2[~rmask] = 1e3, -1e3
   assert mp.nna_emd(fake2, real2, fake_mask=fmask, real_mask=rmask) == base
-  d = mp.distance_matrix(mp.real_clouds(fake, fmask, "x"), "emd")
-  assert d[0, 1] == pytest.approx(mp.emd(fake[0][fmask[0]], fake[1][fmask[1]]))
+  d = mp.distance_matrix(fake, fmask, "emd")
+  assert d[0, 1] == pytest.approx(mp.emd(fake[0][fmask[0]], fake[1][fmask[1]]), rel=1e-5)
+
+
+def loop_matrix(x, mask, fn):
+  """The old path: a Python loop of float64 per-pair distances over the real points."""
+  clouds = [c[m] for c, m in zip(x, mask)]
+  out = np.zeros((len(x), len(x)))
+  for i in range(len(x)):
+    for j in range(i + 1, len(x)):
+      out[i, j] = out[j, i] = fn(clouds[i], clouds[j])
+  return out
+
+
+@pytest.mark.parametrize("distance", ["chamfer", "emd"])
+def test_batched_matrix_and_nna_equal_the_loop(distance):
+  rng = np.random.default_rng(3)
+  # Sizes 3-6 of 6: equal-size pairs (assignment) and unequal ones (network simplex);
+  # masks with holes, not only trailing padding.
+  x = rng.normal(size=(14, 6, 2))
+  mask = rng.random((14, 6)) < 0.7
+  mask[:, 0] = True
+  fn = mp.chamfer if distance == "chamfer" else mp.emd
+  ref = loop_matrix(x, mask, fn)
+  np.testing.assert_allclose(mp.distance_matrix(x, mask, distance), ref, rtol=1e-5, atol=1e-6)
+  labels = np.arange(14) < 7
+  want = mp.one_nn_accuracy(ref, labels)
+  assert mp.nna(x[:7], x[7:], fake_mask=mask[:7], real_mask=mask[7:],
+                distance=distance) == pytest.approx(want)
+
+
+def test_emd_pruned_nearest_neighbours_equal_full_argmin():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(30, 5, 2)) + rng.normal(size=(30, 1, 2)) * 2
+  mask = np.arange(5)[None] < rng.integers(3, 6, 30)[:, None]
+  xp, mp_ = mp.padded(x, mask, "x")
+  full = mp.emd_matrix(xp, mp_)
+  np.fill_diagonal(full, np.inf)
+  # The sliced bound is a lower bound, and tight for clouds that differ by a shift.
+  assert np.all(mp.lower_bounds(xp, mp_) <= full * (1 + 1e-5) + 1e-6)
+  shifted = mp.lower_bounds(np.stack([xp[0], xp[0] + [0.5, 0.0]]), np.stack([mp_[0]] * 2))
+  assert shifted[0, 1] == pytest.approx(0.5, rel=1e-4)
+  np.testing.assert_array_equal(mp.emd_nearest(xp, mp_), np.argmin(full, 1))
 
 
 def test_bad_input():

@@ -63,6 +63,8 @@ class Plan(NamedTuple):
     scale: scalar, the cost was divided by it.
     valid: `[n, m]` bool, entries that may carry mass.
     converged: scalar bool (ott's flag).
+    iterations: scalar int, Sinkhorn iterations run (ott's `n_iters`; a
+      multiple of `inner_iterations`), to see what convergence costs.
   """
 
   log_plan: jax.Array
@@ -72,6 +74,7 @@ class Plan(NamedTuple):
   scale: jax.Array
   valid: jax.Array
   converged: jax.Array
+  iterations: jax.Array
 
 
 class SinkhornOptions(NamedTuple):
@@ -198,7 +201,7 @@ def solve(cost: jax.Array, opts: SinkhornOptions, *, mask0=None, mask1=None, gro
   f, g = out.f, out.g  # ott returns potentials in kernel mode too (eps * log scalings).
   log_plan = (f[:, None] + g[None, :] - cs) / eps
   log_plan = jnp.where(valid & jnp.isfinite(log_plan), log_plan, -jnp.inf)
-  return Plan(log_plan, f, g, eps, scale, valid, out.converged)
+  return Plan(log_plan, f, g, eps, scale, valid, out.converged, out.n_iters)
 
 
 @jax.tree_util.register_pytree_node_class

@@ -142,3 +142,12 @@ def test_bad_arguments_raise_clearly():
                mask1=jnp.asarray([True, True, False, False]))
   with pytest.raises(ValueError, match="cost must have shape"):
     Sinkhorn()(jax.random.key(0), x, x, cost=jnp.zeros((4, 5)))
+
+
+def test_plan_reports_iterations():
+  x0, x1 = np.random.default_rng(0).normal(size=(2, 6, 2)).astype(np.float32)
+  done = Sinkhorn(epsilon=0.5, max_iterations=500, inner_iterations=10).plan(x0, x1)
+  assert bool(done.converged) and 0 < int(done.iterations) < 500
+  assert int(done.iterations) % 10 == 0
+  capped = Sinkhorn(epsilon=0.001, max_iterations=20, inner_iterations=10).plan(x0, x1)
+  assert int(capped.iterations) == 20 and not bool(capped.converged)
