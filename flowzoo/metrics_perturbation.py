@@ -22,8 +22,9 @@ C of p's covariate context, G genes), lower is better unless marked (higher):
   the effect size |U / (n_1 n_2) - 1/2| and then the gene order.
 * `cosine_logfc` (higher) - cos(lfc(P), lfc(R)) with lfc(X)_g =
   log2(mean_g X + 0.1) - log2(mean_g C + 0.1), PerturBench's log fold change
-  of the averaged (log1p) expression with pseudocount 0.1
-  (`aggregation.logFC_helper`).
+  of the averaged (log1p) expression with pseudocount 0.1; a gene whose mean
+  is below -0.1 (possible for generated cells) has no logarithm and counts as
+  0, as PerturBench's `fillna(0)` (`aggregation.logFC_helper`).
 * `rmse_mean` - sqrt(mean_g (mean_g P - mean_g R)^2).
 * rank versions (`*_rank`, PerturBench `metrics.rank_helper`) - within one
   covariate context of K conditions, M[q, p] = metric(P_q, R_p) for every
@@ -91,7 +92,9 @@ def mmd_unbiased(x, y, gammas: Sequence[float] = DEFAULT_GAMMAS) -> float:
 def log_fold_change(cells, control, pseudocount: float = PSEUDOCOUNT) -> np.ndarray:
   """`[G]` log2(mean(cells) + c) - log2(mean(control) + c) (PerturBench logFC)."""
   cells, control = _cells(cells, "cells"), _cells(control, "control")
-  return np.log2(cells.mean(0) + pseudocount) - np.log2(control.mean(0) + pseudocount)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    lfc = np.log2(cells.mean(0) + pseudocount) - np.log2(control.mean(0) + pseudocount)
+  return np.where(np.isfinite(lfc), lfc, 0.0)  # PerturBench: logfc.fillna(0)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -30,6 +30,9 @@ def test_log_fold_change_and_cosine():
   np.testing.assert_allclose(mp.log_fold_change(pred, control), [2.0, 1.0], atol=1e-12)
   assert mp.cosine_logfc(pred, real, control) == pytest.approx(2 / np.sqrt(5))
   assert mp.cosine(np.zeros(2), np.ones(2)) == 0.0
+  # A mean below -pseudocount has no logarithm: that gene's lfc is 0 (PerturBench fillna).
+  negative = np.array([[-0.5, 0.7], [-0.5, 0.7]])
+  np.testing.assert_allclose(mp.log_fold_change(negative, control), [0.0, 2.0], atol=1e-12)
 
 
 def test_rmse_of_means():

@@ -1,48 +1,18 @@
 """AnnData perturbation dataset: encoding, splits, PCA, bad input (hand-built files)."""
 
-import anndata
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse
 
 from flowzoo.data import anndata_perturbations as ap
 from flowzoo.data import perturbation_encoding as enc
 from flowzoo.data.populations import Populations
 from flowzoo.registry import DATASETS
-
-# Context x: control, A, B, C, A+B, A+C, D+E; context y: control, A, B.
-CELLS = [("ctrl", "x", 6), ("A", "x", 4), ("B", "x", 4), ("C", "x", 4), ("A+B", "x", 3),
-         ("A+C", "x", 3), ("D+E", "x", 3), ("ctrl", "y", 5), ("A", "y", 4), ("B", "y", 3)]
-GENES = 6
-
-
-def write(tmp_path, cells=CELLS, *, x=None, layer=None, extra_categories=(), name="toy.h5ad"):
-  """A tiny h5ad: `X` (or a layer) of per-cell expression, obs pert/cell_line/dose."""
-  pert = [p for p, _, n in cells for _ in range(n)]
-  line = [c for _, c, n in cells for _ in range(n)]
-  rng = np.random.default_rng(0)
-  if x is None:
-    x = rng.poisson(1.0, size=(len(pert), GENES)).astype(np.float32)
-  obs = pd.DataFrame({
-      "pert": pd.Categorical(pert, categories=sorted(set(pert)) + list(extra_categories)),
-      "cell_line": pd.Categorical(line),
-      "dose": pd.Categorical(["1+1" if "+" in p else "1" for p in pert])},
-      index=[f"cell{i}" for i in range(len(pert))])
-  var = pd.DataFrame(index=[f"g{j}" for j in range(x.shape[1])])
-  if layer:
-    adata = anndata.AnnData(X=np.zeros_like(x), obs=obs, var=var, layers={layer: x})
-  else:
-    adata = anndata.AnnData(X=sparse.csr_matrix(x), obs=obs, var=var)
-  path = tmp_path / name
-  adata.write_h5ad(path)
-  return path, x
+from tests.perturbation_helpers import CELLS, GENES, LOAD_ARGS, write
 
 
 def load(path, **kw):
-  args = dict(perturbation_key="pert", controls=("ctrl",), covariate_keys=("cell_line",),
-              split="combo", heldout=("A+B|x",), num_validation=0)
-  return ap.load(str(path), **dict(args, **kw))
+  return ap.load(str(path), **dict(LOAD_ARGS, **kw))
 
 
 def test_conditions_cells_and_sources(tmp_path):
