@@ -51,12 +51,18 @@ def load_run(workdir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def run_label(config: Mapping, fallback: str = "run") -> str:
-  """"<method>/<base>/<model>[ pca<k>] cfg<g>" of a run's config."""
+  """"<method>/<base>/<model>[ pca<k>] cfg<g>" of a run's config.
+
+  MixFlow with the fixed base N(0, I) is vanilla CFM (MixFlow §3; cfm_perturbench.py)
+  and is labelled so.
+  """
   ds = config["dataset"]
   pca = f" pca{ds['pca_components']}" if ds.get("pca_components") else ""
   try:
-    return (f"{config['method']['name']}/{config['base']['name']}/{config['model']['name']}"
-            f"{pca} cfg{config['eval']['guidance']:g}")
+    method, base = config["method"]["name"], config["base"]["name"]
+    if method == "mixflow" and base == "gaussian":
+      method = "cfm"
+    return f"{method}/{base}/{config['model']['name']}{pca} cfg{config['eval']['guidance']:g}"
   except KeyError:
     return fallback
 
