@@ -6,17 +6,17 @@ over the gene axis (each gene value sinusoidally encoded and lifted to
 beats an MLP. This times one CFM train step (Gaussian base, independent
 coupling, Adam, CFG condition dropout 0.2, batch `--batch`) for
 
-* the U-Net at the size of `primeflow_perturbench.py:runlocal` (default) or
-  PRiMeFlow's Table 11 size (`--paper`: 256 channels, mult (1,1,2,2,4),
-  2 res blocks, attention at the lowest level - hours on CPU, GPU-sized), and
-* the MLP of `primeflow_perturbench.py:mlp_runlocal`,
+* the U-Net of `primeflow_perturbench.py:runlocal` (default) or of the full
+  config (`--paper`, PRiMeFlow Table 11: 256 channels, mult (1,1,2,2,4), 2 res
+  blocks, attention at the lowest level; GPU-sized), and
+* the MLP of `primeflow_perturbench.py:mlp_runlocal` (or `:mlp` with `--paper`),
 
 on random data of `--genes` genes (500 = PerturBench devel), and prints
 steps/s, their ratio, and XLA's memory estimate of one compiled step
 (`Compiled.memory_analysis()`: arguments + outputs + temporaries; the
 activations the backward pass keeps are the temporaries).
 
-    python benchmarks/unet_genes.py [--genes 500] [--batch 64] [--steps 200] [--paper]
+    python benchmarks/unet_genes.py [--genes 500] [--batch 32] [--steps 200] [--paper]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.configs import primeflow_perturbench
 from flowzoo.bases.gaussian import Gaussian
 from flowzoo.couplings.independent import Independent
 from flowzoo.data.populations import Populations, pack
@@ -37,12 +38,13 @@ from flowzoo.models.unet import UNet
 from flowzoo.train import Trainer, make_optimizer
 
 CONDITIONS = 8
-RUNLOCAL_UNET = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, emb_dim=64,
-                     dropout=0.1, value_frequencies=4)
-PAPER_UNET = dict(base_channels=256, channel_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
-                  attention_levels=(4,), num_heads=8, emb_dim=256, dropout=0.1,
-                  value_frequencies=4)
-RUNLOCAL_MLP = dict(hidden=(512, 512), dropout=0.1, cond_embed=64)
+
+
+def model_kwargs(variant: str) -> dict:
+  """The `model` section of a primeflow_perturbench variant, without its name."""
+  section = primeflow_perturbench.get_config(variant).model.to_dict()
+  section.pop("name")
+  return section
 
 
 def trainer_for(model, genes: int, batch: int):
@@ -82,18 +84,19 @@ def bench(model, genes: int, batch: int, steps: int, spd: int):
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--genes", type=int, default=500)
-  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--batch", type=int, default=32, help="Both models (runlocal U-Net: 32).")
   p.add_argument("--steps", type=int, default=200)
   p.add_argument("--steps_per_dispatch", type=int, default=50)
   p.add_argument("--paper", action="store_true", help="PRiMeFlow Table 11 U-Net size.")
   a = p.parse_args()
-  unet_kw = PAPER_UNET if a.paper else RUNLOCAL_UNET
+  unet_kw = model_kwargs("" if a.paper else "runlocal")
+  mlp_kw = model_kwargs("mlp" if a.paper else "mlp_runlocal")
   rows = []
-  for name, model in (("U-Net", UNet(**unet_kw)), ("MLP", MLP(**RUNLOCAL_MLP))):
+  for name, model in (("U-Net", UNet(**unet_kw)), ("MLP", MLP(**mlp_kw))):
     rate, params, mem, temp = bench(model, a.genes, a.batch, a.steps, a.steps_per_dispatch)
     rows.append((name, rate, params, mem, temp))
   print(f"CFM train step, {a.genes} genes, batch {a.batch}, Adam, {jax.devices()[0].platform}; "
-        f"U-Net {unet_kw}; MLP {RUNLOCAL_MLP}")
+        f"{'full' if a.paper else 'runlocal'} configs")
   print(f"{'model':<8}{'steps/s':>10}{'params':>12}{'step memory MB':>17}{'of which temp':>15}")
   for name, rate, params, mem, temp in rows:
     print(f"{name:<8}{rate:>10.1f}{params:>12,}{mem:>17.1f}{temp:>15.1f}")

@@ -71,7 +71,8 @@ def write_run(workdir: str | Path, config: Mapping, samples: Mapping[str, np.nda
               ) -> Path | None:
   """Writes `workdir/generated.h5ad` for an `anndata_perturbations` run; None otherwise.
 
-  The experiment calls this after `samples.npz` (one line, see the module doc).
+  Called by `perturbation_report.after_evaluation` (the run's hook) and by
+  `experiments.perturbench_eval` for runs that predate the hook.
   """
   config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   if config["dataset"]["name"] != ap.NAME or not samples:

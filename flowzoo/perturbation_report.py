@@ -11,9 +11,13 @@ the dataset and split (a PCA-space run may differ in `pca_components` only).
 
     python -m experiments.perturbench_eval --workdir=RUN [--workdir=RUN2 ...]
 
-or `print(report(workdirs))`; after `train_and_evaluate`, the run calls
-`run_table(config, samples)` (see the hook in the module doc of
-`flowzoo.generated_cells`).
+or `report(workdirs)`. A run can do it itself right after evaluation with one
+line in `flowzoo.experiment._evaluate_and_write` (after samples.npz):
+
+    if (table := perturbation_report.after_evaluation(workdir, exp.config, samples)): print(table)
+
+which writes generated.h5ad and perturbench.{txt,json} and returns the table
+(None for datasets other than `anndata_perturbations`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from flowzoo import baselines as baselines_lib
+from flowzoo import generated_cells
 from flowzoo import metrics_perturbation as mp
 from flowzoo.data import anndata_perturbations as ap
 from flowzoo.generated_cells import dataset_kwargs
@@ -125,13 +130,33 @@ def table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
   return "\n".join(lines)
 
 
-def run_table(config: Mapping, samples: Mapping[str, np.ndarray], *, split: str = "heldout",
-              label: str = "") -> str:
-  """The table for one finished run (what the experiment prints after evaluation)."""
+def run_scores(config: Mapping, samples: Mapping[str, np.ndarray], *, split: str = "heldout",
+               label: str = "", n_degs: int = mp.N_DEGS) -> dict:
+  """Scores of one run's samples and the baselines (`score`)."""
   config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   data = ap.load_cached(**dataset_kwargs(config))
+  reference = data if data.pca is None else ap.load_cached(
+      **dict(dataset_kwargs(config), pca_components=0))
   preds = predictions(data, samples, split)
-  return table(score(data, {label or run_label(config): preds}, split=split))
+  return score(reference, {label or run_label(config): preds}, split=split, n_degs=n_degs)
+
+
+def after_evaluation(workdir: str | Path, config: Mapping, samples: Mapping[str, np.ndarray],
+                     *, split: str = "heldout", n_degs: int = mp.N_DEGS) -> str | None:
+  """For an `anndata_perturbations` run: writes generated.h5ad and perturbench.{txt,json}
+  in `workdir` and returns the table; None (nothing written) for other datasets or when
+  `split` was not generated."""
+  config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  if config["dataset"]["name"] != ap.NAME:
+    return None
+  generated_cells.write_run(workdir, config, samples)
+  if not any(k.startswith(f"{split}/") for k in samples):
+    return None
+  scores = run_scores(config, samples, split=split, label=Path(workdir).name, n_degs=n_degs)
+  text = table(scores)
+  Path(workdir, "perturbench.txt").write_text(text + "\n")
+  Path(workdir, "perturbench.json").write_text(json.dumps(scores, indent=2))
+  return text
 
 
 def _same_task(a: Mapping, b: Mapping) -> bool:

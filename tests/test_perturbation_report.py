@@ -55,3 +55,14 @@ def test_report_reads_runs_and_refuses_mixed_tasks(tmp_path, data):
     report.report([tmp_path / "a", tmp_path / "b"], n_degs=2)
   with pytest.raises(FileNotFoundError, match="is missing"):
     report.report([tmp_path / "none"])
+
+
+def test_after_evaluation_writes_the_run_outputs(tmp_path, data):
+  section = dict(name=ap.NAME, **{k: list(v) if isinstance(v, tuple) else v
+                                  for k, v in data.args.items()})
+  samples = {f"heldout/{n}": data.gene_samples[data.index(n)] for n in ("A+B|x", "A+C|x")}
+  text = report.after_evaluation(tmp_path, {"dataset": section}, samples, n_degs=2)
+  assert "baseline: additive" in text
+  for f in ("generated.h5ad", "perturbench.txt", "perturbench.json"):
+    assert (tmp_path / f).is_file()
+  assert report.after_evaluation(tmp_path, {"dataset": {"name": "letters"}}, samples) is None
