@@ -21,7 +21,7 @@ import numpy as np
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
 from flowzoo import config as config_lib
-from flowzoo import plots, selection
+from flowzoo import generated_cells, perturbation_report, plots, selection
 from flowzoo.checkpoint import Checkpointer
 from flowzoo.config import RESUME_SAFE
 from flowzoo.data.populations import Packed, Populations, pack
@@ -136,7 +136,8 @@ class Interrupted(KeyboardInterrupt):
 
 # What a run writes besides config.json and checkpoints/ (see train_and_evaluate).
 RUN_OUTPUTS = ("train_metrics.jsonl", "tensorboard", "eval.json", "samples.npz",
-               "selection.json", "*_real_vs_generated.png", "*_flow.png")
+               "selection.json", "*_real_vs_generated.png", "*_flow.png", generated_cells.FILE,
+               "perturbench.txt", "perturbench.json")
 
 
 def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) -> dict:
@@ -248,6 +249,8 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> di
     plots.plot_2d_run(exp.method, state.ema, exp.pops, samples, workdir, rng, ev)
   print(f"evaluation took {time.perf_counter() - t0:.1f}s")
   print(eval_lib.results_table(results))
+  if (table := perturbation_report.after_evaluation(workdir, exp.config, samples)):
+    print(table)  # PerturBench metrics + baselines, and generated.h5ad (anndata_perturbations)
   return results
 
 

@@ -150,7 +150,8 @@ def test_every_named_sweep_point_is_a_valid_config(name):
   for sweep, grid in sweep_lib.sweeps_from_file(CONFIG_DIR / name).items():
     config = _config(name, SWEEP_VARIANTS.get((name, sweep), "runlocal"))
     # PCA to up to 500 components needs the variant's own (512-d) cells.
-    keep = {"dataset.dim": config.dataset.dim} if _has(config, "dataset.pca_components") else {}
+    keep = ({"dataset.dim": config.dataset.dim}
+            if _has(config, "dataset.pca_components") and _has(config, "dataset.dim") else {})
     for point, overrides in grid:
       try:
         setup(tiny(apply_overrides(config, overrides), **keep))

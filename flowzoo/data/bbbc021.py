@@ -12,7 +12,7 @@ Loaders (both registered in `DATASETS`):
   * `bbbc021_wells`: well-level CellProfiler profiles, e.g. the Broad
     `BBBC021_feature_selected_mad_robustize.csv` (632 wells x 189 features;
     metadata columns `Metadata_{Plate,Well,Compound,Concentration,moa}`).
-  * `bbbc021_cells`: per-cell embeddings (npz, h5ad via h5py, parquet, csv)
+  * `bbbc021_cells`: per-cell embeddings (npz, h5ad via anndata, parquet, csv)
     with per-cell compound / dose / plate / MoA columns.
 
 Named held-out splits live in `flowzoo.data.splits`, PCA in

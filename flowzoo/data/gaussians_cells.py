@@ -9,9 +9,9 @@ neighbours' principal components (Haviv et al. 2024b; WFM App. F.1).
   label with at least k cells (conditional generation as in WFM Fig. S3). The
   file ships inside the scanpy wheel as `scanpy/datasets/10x_pbmc68k_reduced.h5ad`;
   it is located with `importlib.util.find_spec("scanpy")` WITHOUT importing
-  scanpy (heavy) and read with h5py, so `pip install scanpy` (the `scanpy`
-  extra) suffices, or pass `path=` to any h5ad with `obsm/X_pca` (or a dense
-  `X`, then PCA is computed) and a categorical `obs` column `label_key`.
+  scanpy (heavy) and read with anndata (`flowzoo.data.h5ad`), so `pip install
+  scanpy` (the `scanpy` extra) suffices, or pass `path=` to any h5ad with
+  `obsm/X_pca` (or `X`, then PCA is computed) and an `obs` column `label_key`.
 * `seqfish_niches`: seqFISH mouse visual cortex (Zhu et al. 2018; 1,597 cells x
   125 z-scored genes with x/y positions, e.g. ../shared/data/seqfish_cortex).
   A niche is a cell with its k - 1 nearest spatial neighbours, in the top
@@ -28,9 +28,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from flowzoo.data import h5ad
 from flowzoo.data.gaussians import gaussian_populations
 from flowzoo.data.populations import Populations
 from flowzoo.data.pca import fit_pca
@@ -93,47 +93,24 @@ def find_pbmc68k() -> Path:
   return path
 
 
-def _decode(a) -> np.ndarray:
-  return np.array([s.decode() if isinstance(s, bytes) else str(s) for s in a])
-
-
 def read_h5ad_pcs_labels(path: str | Path, label_key: str
                          ) -> tuple[np.ndarray, np.ndarray, bool]:
-  """(`obsm/X_pca` or dense `X` `[N, *]`, string labels `obs/<label_key>` `[N]`, is-PCA flag).
+  """(`obsm/X_pca` or `X` `[N, *]`, string labels `obs/<label_key>` `[N]`, is-PCA flag).
 
-  Supports the legacy layout (compound `obs`/`obsm` tables, categories in
-  `uns/<key>_categories`, as in pbmc68k_reduced) and anndata >= 0.7 groups
-  (`obs/<key>/codes` + `categories`, or `obs/__categories/<key>`).
+  Read with the project's one h5ad reader (`flowzoo.data.h5ad`, anndata), which
+  handles the legacy layout of pbmc68k_reduced (compound `obs`/`obsm` tables,
+  categories in `uns/<key>_categories`) and anndata >= 0.7 groups alike.
   """
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"h5ad file {path} does not exist.")
-  with h5py.File(path, "r") as f:
-    obsm, obs = f.get("obsm"), f["obs"]
-    if isinstance(obsm, h5py.Dataset) and "X_pca" in (obsm.dtype.names or ()):
-      x, is_pca = obsm["X_pca"], True
-    elif isinstance(obsm, h5py.Group) and "X_pca" in obsm:
-      x, is_pca = obsm["X_pca"][:], True
-    elif isinstance(f.get("X"), h5py.Dataset):
-      x, is_pca = f["X"][:], False
-    else:
-      raise ValueError(f"{path}: no obsm/X_pca and no dense X to compute PCs from.")
-    if isinstance(obs, h5py.Dataset):  # legacy compound table
-      if label_key not in (obs.dtype.names or ()):
-        raise KeyError(f"{path}: obs has no column {label_key!r}; columns: {obs.dtype.names}.")
-      codes = obs[label_key]
-      cats = f.get(f"uns/{label_key}_categories")
-    else:
-      if label_key not in obs:
-        raise KeyError(f"{path}: obs has no column {label_key!r}; columns: {list(obs)}.")
-      col = obs[label_key]
-      if isinstance(col, h5py.Group):
-        codes, cats = col["codes"][:], col["categories"]
-      else:
-        codes = col[:]
-        cats = obs.get(f"__categories/{label_key}")
-    labels = _decode(cats[:])[codes] if cats is not None else _decode(codes)
-  return np.asarray(x, np.float64), labels, is_pca
+  adata = h5ad.read(path)
+  if label_key not in adata.obs.columns:
+    raise KeyError(f"{path}: obs has no column {label_key!r}; columns: "
+                   f"{list(adata.obs.columns)}.")
+  labels = h5ad.obs_labels(adata, label_key)
+  if "X_pca" in adata.obsm:
+    return h5ad.matrix(adata, obsm="X_pca"), labels, True
+  if adata.X is None or adata.n_vars == 0:
+    raise ValueError(f"{path}: no obsm/X_pca and no X to compute PCs from.")
+  return h5ad.matrix(adata), labels, False
 
 
 @DATASETS.register("pbmc_metacells")

@@ -10,11 +10,11 @@ import pandas as pd
 
 def read_cell_table(path: str | Path, *, features_key: str = "X",
                     obsm_key: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-  """Per-cell features `[N, D]` and metadata from npz, h5ad (h5py), parquet or csv.
+  """Per-cell features `[N, D]` and metadata from npz, h5ad (anndata), parquet or csv.
 
   npz: array `features_key` plus 1-D arrays of length N (the columns).
-  h5ad: dense or CSR `X` (or `obsm/<obsm_key>`), columns from `obs` (plain
-  or categorical anndata encodings), read with h5py (no anndata needed).
+  h5ad: `X` (dense or sparse) or `obsm/<obsm_key>`, columns from `obs`, read
+  with the project's one h5ad reader (`flowzoo.data.h5ad`).
   parquet/csv: numeric columns whose name starts with `features_key` are
   features (e.g. "X0", "X1", ...); the others are metadata.
   """
@@ -29,24 +29,12 @@ def read_cell_table(path: str | Path, *, features_key: str = "X",
                            and len(z[k]) == len(x)})
     return x.reshape(len(x), -1), meta
   if suffix in (".h5ad", ".h5"):
-    import h5py  # pylint: disable=import-outside-toplevel
-    with h5py.File(path, "r") as f:
-      node = f["obsm"][obsm_key] if obsm_key else f["X"]
-      if isinstance(node, h5py.Group):  # CSR sparse matrix.
-        from scipy import sparse  # pylint: disable=import-outside-toplevel
-        shape = tuple(node.attrs["shape"])
-        x = sparse.csr_matrix((node["data"][:], node["indices"][:], node["indptr"][:]),
-                              shape=shape).toarray()
-      else:
-        x = node[:]
-      cols = {}
-      for name, col in f["obs"].items():
-        if isinstance(col, h5py.Group) and "codes" in col:
-          cats = np.array([_decode(v) for v in col["categories"][:]], dtype=object)
-          cols[name] = cats[col["codes"][:]]
-        elif isinstance(col, h5py.Dataset) and col.ndim == 1 and name != "_index":
-          cols[name] = np.array([_decode(v) for v in col[:]], dtype=object)
-    return x, pd.DataFrame(cols).infer_objects()
+    from flowzoo.data import h5ad  # pylint: disable=import-outside-toplevel
+    adata = h5ad.read(path)
+    x = h5ad.matrix(adata, obsm=obsm_key or "", dtype=np.float32)
+    # Categorical columns as their values (str compounds, numeric doses stay numeric).
+    meta = pd.DataFrame({k: np.asarray(col) for k, col in adata.obs.items()})
+    return x, meta.infer_objects()
   if suffix in (".parquet", ".csv"):
     table = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
     feats = [c for c in table.columns if str(c).startswith(features_key)
@@ -55,7 +43,3 @@ def read_cell_table(path: str | Path, *, features_key: str = "X",
       raise KeyError(f"{path}: no numeric feature columns starting with {features_key!r}.")
     return table[feats].to_numpy(np.float32), table.drop(columns=feats)
   raise ValueError(f"{path}: unsupported format {suffix!r}; use .npz, .h5ad, .parquet or .csv.")
-
-
-def _decode(v):
-  return v.decode() if isinstance(v, bytes) else v

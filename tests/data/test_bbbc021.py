@@ -1,6 +1,6 @@
 """BBBC021 populations: real-data loaders, named/random splits, PCA, simulator."""
 
-import h5py
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,15 +128,10 @@ def _table():
 
 
 def _write_h5ad(path, c):
-  with h5py.File(path, "w") as f:
-    f["X"] = c["X"]
-    obs = f.create_group("obs")
-    obs["_index"] = np.array([str(i) for i in range(len(c["X"]))], dtype="S")
-    cats, codes = np.unique(c["compound"], return_inverse=True)
-    g = obs.create_group("compound")
-    g["categories"], g["codes"] = cats.astype("S"), codes.astype(np.int8)
-    for k in ("dose", "plate", "moa"):
-      obs[k] = c[k] if k == "dose" else c[k].astype("S")
+  obs = pd.DataFrame({"compound": pd.Categorical(c["compound"]), "dose": c["dose"],
+                      "plate": c["plate"], "moa": c["moa"]},
+                     index=[str(i) for i in range(len(c["X"]))])
+  anndata.AnnData(X=c["X"], obs=obs).write_h5ad(path)
 
 
 @pytest.mark.parametrize("fmt", ["npz", "h5ad", "parquet"])

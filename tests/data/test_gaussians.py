@@ -86,6 +86,7 @@ def _write_legacy_h5ad(path, pcs, codes, cats):
   n = len(pcs)
   with h5py.File(path, "w") as f:
     obs = np.zeros(n, dtype=[("index", "S8"), ("cell_type", "i1")])
+    obs["index"] = [f"c{i}".encode() for i in range(n)]  # unique cell names
     obs["cell_type"] = codes
     f["obs"] = obs
     obsm = np.zeros(n, dtype=[("X_pca", "<f4", (pcs.shape[1],))])
@@ -109,15 +110,63 @@ def test_pbmc_metacells_from_h5ad_path(tmp_path):
     gaussians_cells.pbmc_metacells(path=str(path), label_key="louvain")
 
 
-def test_anndata_group_layout(tmp_path):
+def test_legacy_layout_numbers_are_the_stored_ones(tmp_path):
+  # The anndata reader returns exactly what the old h5py reader returned:
+  # obsm/X_pca (float32 on disk) as float64 and uns/<key>_categories[codes].
+  rng = np.random.default_rng(2)
+  pcs = rng.normal(size=(12, 3)).astype(np.float32)
+  codes = np.array([0, 1, 2] * 4, np.int8)
+  path = tmp_path / "legacy.h5ad"
+  _write_legacy_h5ad(path, pcs, codes, ["T", "B", "NK"])
+  x, labels, is_pca = gaussians_cells.read_h5ad_pcs_labels(path, "cell_type")
+  assert is_pca and x.dtype == np.float64
+  np.testing.assert_array_equal(x, pcs.astype(np.float64))
+  np.testing.assert_array_equal(labels, np.array(["T", "B", "NK"])[codes])
+
+
+def test_metacells_match_the_hand_built_gaussians(tmp_path):
+  # pbmc_metacells on a file == neighbourhood Gaussians built from the arrays.
+  rng = np.random.default_rng(3)
+  pcs = (rng.normal(size=(40, 4)) * np.array([4, 3, 2, 1])).astype(np.float32)
+  codes = np.r_[np.zeros(20), np.ones(20)].astype(np.int8)
+  path = tmp_path / "toy.h5ad"
+  _write_legacy_h5ad(path, pcs, codes, ["T", "B"])
+  pops = gaussians_cells.pbmc_metacells(path=str(path), label_key="cell_type", dim=3, k=6,
+                                        ridge=1e-3)
+  feats = gaussians_cells.standardised_pcs(pcs.astype(np.float64), 3)
+  for name, code in (("B", 1), ("T", 0)):
+    idx = np.flatnonzero(codes == code)
+    m, cov = gaussians_cells.neighbourhood_gaussians(
+        feats, idx[gaussians_cells.knn(feats[idx], 6)], 1e-3)
+    got_m, got_cov = unpack_gaussians(pops.samples[list(pops.names).index(name)])
+    np.testing.assert_allclose(got_m, m, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got_cov, cov, rtol=1e-5, atol=1e-6)
+
+
+def test_anndata_written_files(tmp_path):
+  import anndata  # pylint: disable=import-outside-toplevel
+  import pandas as pd  # pylint: disable=import-outside-toplevel
+  from scipy import sparse  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(1)
+  kind = pd.Categorical(["x"] * 10 + ["y"] * 10)
+  pcs = rng.normal(size=(20, 4))
   path = tmp_path / "new.h5ad"
-  with h5py.File(path, "w") as f:
-    f["obsm/X_pca"] = rng.normal(size=(20, 4))
-    f["obs/kind/codes"] = np.r_[np.zeros(10), np.ones(10)].astype(np.int8)
-    f["obs/kind/categories"] = np.array([b"x", b"y"])
+  anndata.AnnData(obs=pd.DataFrame({"kind": kind}, index=[str(i) for i in range(20)]),
+                  obsm={"X_pca": pcs}).write_h5ad(path)
   x, labels, is_pca = gaussians_cells.read_h5ad_pcs_labels(path, "kind")
-  assert x.shape == (20, 4) and is_pca and list(np.unique(labels)) == ["x", "y"]
+  assert is_pca and list(np.unique(labels)) == ["x", "y"]
+  np.testing.assert_array_equal(x, pcs)
+  # No X_pca: X itself (sparse X is densified; the old reader refused it).
+  expr = rng.poisson(1.0, size=(20, 6)).astype(np.float32)
+  path = tmp_path / "x.h5ad"
+  anndata.AnnData(X=sparse.csr_matrix(expr),
+                  obs=pd.DataFrame({"kind": kind}, index=[str(i) for i in range(20)])
+                  ).write_h5ad(path)
+  x, labels, is_pca = gaussians_cells.read_h5ad_pcs_labels(path, "kind")
+  assert not is_pca
+  np.testing.assert_array_equal(x, expr.astype(np.float64))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    gaussians_cells.read_h5ad_pcs_labels(tmp_path / "absent.h5ad", "kind")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("scanpy") is None,

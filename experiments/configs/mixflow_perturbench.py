@@ -1,0 +1,68 @@
+"""MixFlow (§5.2) on PerturBench's devel data: the same task and data as primeflow_perturbench.py.
+
+MixFlow predicts held-out perturbations' cells from a descriptor-conditioned
+GMM base h_Theta(y) with exact minibatch OT inside each population and the
+0.1 / 0.8 / 0.1 planner (MixFlow Algorithm 1); here y = Enc(c), the multi-hot
+singles || one-hot cell line of `anndata_perturbations`, so a held-out
+combination's base is predicted from its seen singles. The velocity field is
+flowzoo's MLP (MixFlow's reference is an MLP); base, coupling, optimiser and
+planner are mixflow_bbbc021.py's (see the reasons there). MixFlow §5.2 scores
+W1, W2, MMD and energy distance: `eval.metrics`; PerturBench's metrics and the
+baselines come from `python -m experiments.perturbench_eval --workdir=DIR`.
+
+Variants "[pca][_covariate][_runlocal]": the combination task (default) or
+covariate transfer, gene space or the 50-component training PCA, and a CPU
+size (MLP 256 x 3, 1,500 steps, 100 cells per held-out condition).
+
+    python -m experiments.run --config=mixflow_perturbench.py:runlocal --workdir=/tmp/mixflow_pb
+    python -m experiments.sweep --config=mixflow_perturbench.py:runlocal --sweep=baseline \
+        --workdir=DIR        # MixFlow and its CFM twin (cfm_perturbench.py)
+
+Expected metrics: see experiments/configs/README_perturbench.md (measured).
+"""
+
+from experiments.configs import common, primeflow_perturbench
+
+VALID = ("pca", "covariate", "runlocal")
+
+
+def parse_variant(arg: str | None) -> tuple[bool, str, bool]:
+  """`(pca, task, runlocal)` from "[pca][_covariate][_runlocal]"."""
+  tokens = [t for t in (arg or "").split("_") if t]
+  if any(t not in VALID for t in tokens) or len(set(tokens)) != len(tokens):
+    raise ValueError(f"unknown variant {arg!r}: use tokens from {VALID} joined by '_'.")
+  return "pca" in tokens, "covariate" if "covariate" in tokens else "combo", "runlocal" in tokens
+
+
+def get_config(arg: str | None = None):
+  pca, task, runlocal = parse_variant(arg)
+  c = common.base_config()
+  c.dataset = primeflow_perturbench.dataset(
+      task, primeflow_perturbench.PCA_COMPONENTS if pca else 0)
+  c.data.update(batch_size=256, populations_per_batch=1)  # Algorithm 1, lines 7-9
+  c.method = dict(name="mixflow", sigma=0.0, p_uncond=0.0, group_coupling=True,
+                  warmup=0.1, alternating=0.8, cooldown=0.1, base_every=10)
+  c.model = dict(name="mlp", hidden=(512, 512, 512), act="silu", dropout=0.0,
+                 time_frequencies=8, cond_embed=64, conditioning="concat")
+  c.base = dict(name="gmm", num_modes=10, variance=0.25, temperature=0.5, means="mlp",
+                hidden=(128,), dropout=0.5, straight_through=True, data_init="kmeans")
+  c.coupling = dict(name="exact")
+  c.optim.update(lr=1e-3, b1=0.0, b2=0.99, schedule="cosine")
+  c.optim_overrides.base = dict(b1=0.9, b2=0.999)
+  c.train.update(steps=10_000, steps_per_dispatch=500, log_every=1000, ckpt_every=5000,
+                 ema_decay=0.999)
+  c.eval.update(splits=("validation", "heldout"), solver="euler", num_steps=100, guidance=1.0,
+                metrics=("w1", "w2", "mmd", "energy"), max_samples=1000,
+                samples_per_condition=1000)
+  if runlocal:
+    c.model.hidden = (256, 256, 256)
+    c.train.update(steps=1500, steps_per_dispatch=250, log_every=500, ckpt_every=1500,
+                   ema_decay=0.99)
+    c.eval.update(splits=("heldout",), max_samples=100, samples_per_condition=100,
+                  chunk=100 * len(primeflow_perturbench.TASKS[task]["heldout"]))
+  return common.finalize(c)
+
+
+def sweeps() -> dict:
+  """Named grids for `experiments.sweep`: MixFlow vs its CFM twin (base N(0, I))."""
+  return {"baseline": [("mixflow", {}), ("cfm", {"base.name": "gaussian"})]}

@@ -1,0 +1,154 @@
+"""PRiMeFlow (Yan et al. 2026) on PerturBench's devel data: flow matching in gene space.
+
+PRiMeFlow = conditional flow matching from a standard Gaussian (§3.2) with the
+independent coupling, straight paths (sigma = 0), condition dropout
+p_uncond = 0.2 for classifier-free guidance (Algorithm 1; App. E Tables
+10-11), and a U-Net over the gene axis whose input is Enc(x_t) + Emb(G)
+(sinusoidal value encoding lifted by a 2-layer MLP plus a learned per-gene
+embedding; time and Enc(c) through 2-layer MLPs; Eq. 3, `flowzoo/models/unet.py`).
+Enc(c) = multi-hot singles || one-hot cell line (`anndata_perturbations`).
+Sampling: 100 Euler steps (§4), guidance 1 (the headline "PRiMeFlow CFG1" of
+Tables 2-3; `--sweep=guidance` adds CFG3 and CFG5, no retraining). Optimiser
+(App. E): Adam(W) with lr 5e-5, weight decay 0, gradient clipping 5.0; the
+paper's effective batch is 100 x 4 GPUs x 4 accumulation steps = 1600, ours
+is the per-GPU 100 (no accumulation on one CPU).
+
+Data: the PerturBench devel file embedded in flowzoo (5,961 cells x 500
+log1p genes). Tasks (PerturBench; `flowzoo/data/perturbation_splits.py`):
+  * "combo" (default, Norman19 K562): 3 two-gene combinations whose singles
+    are measured alone are held out (+1 drawn for validation);
+  * "covariate": 2 McFaline23 CRISPRi perturbations per glioblastoma line are
+    held out while seen in the other lines (+1 validation).
+
+Variants `get_config("[mlp|pca][_covariate][_runlocal]")`, tokens joined by "_":
+  ""         U-Net in gene space (Table 11; Table 10 for covariate transfer)
+  "mlp"      PRiMeFlow MLP ablation (Table 13 / Table 12): MLP, same data
+  "pca"      FM PCA ablation (Table 15 / Table 14): MLP in a 50-component PCA
+             fitted on training cells (the paper does not state its PC count)
+  "covariate" the covariate-transfer task instead of combinations
+  "runlocal" CPU-sized: trains in <= 3 minutes on 2 cores (U-Net 8 channels,
+             2 levels, batch 32, 600 steps, lr 1e-3 - the paper's 5e-5 moves a
+             600-step run nowhere - EMA 0.99, and 100 cells per held-out
+             condition for evaluation)
+
+    python -m experiments.run --config=primeflow_perturbench.py:runlocal --workdir=/tmp/pf
+    python -m experiments.run --config=primeflow_perturbench.py --workdir=/tmp/pf_full
+    python -m experiments.run --config=primeflow_perturbench.py:mlp_covariate --workdir=DIR
+    python -m experiments.sweep --config=primeflow_perturbench.py:runlocal --sweep=guidance \
+        --workdir=DIR
+    python -m experiments.perturbench_eval --workdir=/tmp/pf [--workdir=OTHER_RUN ...]
+
+Not the paper's: trigonometric interpolation of the MLP/PCA ablations (flowzoo
+paths are linear), and the MLP's separate gene/condition/time input MLPs
+(flowzoo's MLP concatenates [x_t, Fourier(t), embed(c)]).
+Expected metrics: see experiments/configs/README_perturbench.md (measured).
+"""
+
+from experiments.configs import common
+
+TASKS = {
+    "combo": dict(split="combo", num_validation=1,
+                  heldout=("KLF1+MAP2K6|k562", "MAP2K3+SLC38A2|k562", "MAPK1+TGFBR2|k562")),
+    "covariate": dict(split="covariate", num_validation=1,
+                      heldout=("MAPK1|A172", "MAP2K3|A172", "SGK1|T98G", "MAP4K3|T98G",
+                               "TGFBR2|U87MG", "PLK4|U87MG")),
+}
+ARCHS = ("unet", "mlp", "pca")
+PCA_COMPONENTS = 50
+# PRiMeFlow App. E: (combination task = Norman19 table, covariate task = Srivatsan20 table).
+UNET = {  # Tables 11 / 10
+    "combo": dict(channel_mult=(1, 1, 2, 2, 4), batch=100),
+    "covariate": dict(channel_mult=(1, 2, 2, 4, 4), batch=54),
+}
+MLP_HPO = {  # Tables 13 / 12 (PRiMeFlow MLP) and 15 / 14 (FM PCA)
+    ("mlp", "combo"): dict(hidden=2048, layers=2, dropout=0.1, p_uncond=0.1, sigma=0.1,
+                           lr=8.56e-6, weight_decay=9.58e-7, batch=1024),
+    ("mlp", "covariate"): dict(hidden=3072, layers=2, dropout=0.0, p_uncond=0.0, sigma=0.01,
+                               lr=3.71e-5, weight_decay=4.05e-7, batch=512),
+    ("pca", "combo"): dict(hidden=1792, layers=4, dropout=0.2, p_uncond=0.4, sigma=0.01,
+                           lr=1.73e-4, weight_decay=6.75e-6, batch=2048),
+    ("pca", "covariate"): dict(hidden=3072, layers=4, dropout=0.2, p_uncond=0.4, sigma=0.1,
+                               lr=8.18e-5, weight_decay=1.28e-10, batch=1024),
+}
+
+
+def parse_variant(arg: str | None) -> tuple[str, str, bool]:
+  """`(arch, task, runlocal)` from "[mlp|pca][_covariate][_runlocal]"."""
+  tokens = [t for t in (arg or "").split("_") if t]
+  valid = set(ARCHS[1:]) | {"covariate", "runlocal"}
+  bad = [t for t in tokens if t not in valid]
+  archs = [t for t in tokens if t in ARCHS]
+  if bad or len(archs) > 1 or len(set(tokens)) != len(tokens):
+    raise ValueError(f"unknown variant {arg!r}: use tokens from {sorted(valid)} joined by '_' "
+                     "(at most one of mlp/pca), e.g. 'mlp_covariate_runlocal'.")
+  return (archs[0] if archs else "unet", "covariate" if "covariate" in tokens else "combo",
+          "runlocal" in tokens)
+
+
+def dataset(task: str, pca_components: int = 0) -> dict:
+  """The `anndata_perturbations` section for `task` (shared by MixFlow/CFM configs)."""
+  return dict(name="anndata_perturbations", path="", perturbation_key="perturbation",
+              controls=("control",), separator="+", covariate_keys=("cell_type",), dose_key="",
+              layer="", gene_embeddings="", heldout_fraction=0.3, split_seed=0,
+              pca_components=pca_components, min_cells=2, control_sources=True, **TASKS[task])
+
+
+def get_config(arg: str | None = None):
+  arch, task, runlocal = parse_variant(arg)
+  c = common.base_config()
+  c.dataset = dataset(task, PCA_COMPONENTS if arch == "pca" else 0)
+  c.base = dict(name="gaussian", sigma=1.0)  # p0 = N(0, I) (§3.2)
+  c.coupling = dict(name="independent")       # independent coupling (§3.2)
+  c.optim.update(name="adamw", schedule="constant", grad_clip=5.0, b1=0.9, b2=0.999)
+  if arch == "unet":
+    size = UNET[task]
+    c.model = dict(name="unet", base_channels=256, channel_mult=size["channel_mult"],
+                   num_res_blocks=2, attention_levels=(4,), num_heads=8, dropout=0.1,
+                   act="silu", time_frequencies=8, emb_dim=256, scale_shift=True,
+                   norm_groups=32, conv_resample=True, value_frequencies=4,
+                   value_max_frequency=4.0, gene_embedding=True)
+    c.method = dict(name="cfm", sigma=0.0, p_uncond=0.2, group_coupling=False)
+    c.optim.update(lr=5e-5, weight_decay=0.0)
+    batch = size["batch"]
+  else:
+    h = MLP_HPO[(arch, task)]
+    c.model = dict(name="mlp", hidden=(h["hidden"],) * h["layers"], act="silu",
+                   dropout=h["dropout"], time_frequencies=8, cond_embed=256,
+                   conditioning="concat")
+    c.method = dict(name="cfm", sigma=h["sigma"], p_uncond=h["p_uncond"], group_coupling=False)
+    c.optim.update(lr=h["lr"], weight_decay=h["weight_decay"])
+    batch = h["batch"]
+  # x1 ~ p_data over all training cells: every row its own condition.
+  c.data.update(batch_size=batch, populations_per_batch=batch)
+  c.train.update(steps=20_000, steps_per_dispatch=500, log_every=1000, ckpt_every=5000,
+                 keep_checkpoints=2, ema_decay=0.999)
+  # §4: 1,000 cells per condition, 100 Euler steps, CFG 1.
+  c.eval.update(splits=("validation", "heldout"), solver="euler", num_steps=100, guidance=1.0,
+                metrics=("w1", "w2", "mmd", "energy"), max_samples=1000,
+                samples_per_condition=1000, chunk=1024)
+  if runlocal:
+    if arch == "unet":
+      c.model.update(base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_levels=(), num_heads=1, emb_dim=64, norm_groups=8)
+      batch = 32
+    else:
+      c.model.hidden = (512, 512)
+      batch = 128
+    c.data.update(batch_size=batch, populations_per_batch=batch)
+    c.optim.update(lr=1e-3)
+    # EMA horizon ~100 steps: with 0.999 over 600 steps the averaged weights
+    # would still be 55% the initialisation (zero output layer: v = 0).
+    c.train.update(steps=600, steps_per_dispatch=100, log_every=200, ckpt_every=600,
+                   ema_decay=0.99)
+    # The held-out conditions only, 100 cells each, in one generation chunk.
+    c.eval.update(splits=("heldout",), max_samples=100, samples_per_condition=100,
+                  chunk=100 * len(TASKS[task]["heldout"]))
+  return common.finalize(c)
+
+
+def sweeps() -> dict:
+  """Named grids for `experiments.sweep` (eval-only points reuse the trained run)."""
+  return {
+      # Tables 2-3: CFG 1 / 3 / 5 (guidance is evaluation-only: one training run).
+      "guidance": [(f"cfg{g}", {"eval.guidance": float(g)}) for g in (1, 3, 5)],
+  }
