@@ -136,6 +136,7 @@ DATASET_SPECS = {
                                            / "emb_fp.csv")),
                       "bbbc021_wells/BBBC021_feature_selected_mad_robustize.csv"),
     "bbbc021_cells": (_cells_npz, None),
+    "anndata_perturbations": ({}, None),  # the embedded PerturBench devel.h5ad
     "gaussian_spiral": (dict(num=8), None),
     "gaussian_moons": (dict(num=8), None),
     "gaussian_sphere": (dict(num=8), None),
