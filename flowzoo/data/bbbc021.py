@@ -21,6 +21,7 @@ Named held-out splits live in `flowzoo.data.splits`, PCA in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -193,7 +194,11 @@ def bbbc021_wells(path: str = "", descriptors: str = "", split="cellflux", *,
   if not path:
     raise ValueError("bbbc021_wells needs path=<well profile CSV>, e.g. "
                      "../shared/data/bbbc021_wells/BBBC021_feature_selected_mad_robustize.csv.")
+  if Path(path).is_file() and Path(path).stat().st_size == 0:
+    raise ValueError(f"{path} is empty (0 bytes): expected a CSV of well profiles.")
   table = pd.read_csv(path)
+  if table.empty:  # pandas reads a header-only file as 0 rows, not as an error
+    raise ValueError(f"{path} has a header but no rows: no well profiles to load.")
   feats = [c for c in table.columns if not str(c).startswith(metadata_prefix)]
   nonnum = [c for c in feats if not pd.api.types.is_numeric_dtype(table[c])]
   if nonnum:

@@ -272,3 +272,14 @@ def test_sim_populations_follow_the_mixture_and_are_multimodal():
   w, mu, _ = mixture_params(world, pops.descriptors[i].astype(np.float64))
   np.testing.assert_allclose(pops.samples[i].mean(0), w @ mu, atol=0.1)
   assert np.sum(w > 0.05) >= 2
+
+
+def test_empty_and_header_only_csv_say_so(tmp_path):
+  empty = tmp_path / "empty.csv"
+  empty.write_text("")
+  with pytest.raises(ValueError, match="is empty"):
+    B.bbbc021_wells(path=str(empty), descriptors="onehot")
+  header = tmp_path / "header.csv"
+  header.write_text("Metadata_Plate,Metadata_Compound,f1,f2\n")
+  with pytest.raises(ValueError, match="has a header but no rows"):
+    B.bbbc021_wells(path=str(header), descriptors="onehot")
