@@ -108,8 +108,10 @@ def main():
         f"tol {a.tol}; jax {jax.__version__} on {jax.devices()[0].platform}; machine shared "
         "with other jobs: compare ratios from one run")
   res = {}
-  res["jax euler 100"] = best_time(lambda: euler(x0).block_until_ready(), a.repeats, "jax euler 100", a.samples)
-  res["jax dopri5"] = best_time(lambda: dopri(x0).block_until_ready(), a.repeats, "jax dopri5", a.samples)
+  res["jax euler 100"] = best_time(lambda: euler(x0).block_until_ready(), a.repeats,
+                                   "jax euler 100", a.samples)
+  res["jax dopri5"] = best_time(lambda: dopri(x0).block_until_ready(), a.repeats, "jax dopri5",
+                                a.samples)
   print(f"  diffrax dopri5: {int(stats['num_accepted_steps'])} accepted / "
         f"{int(stats['num_steps'])} steps")
   field = torch_field(params)
