@@ -37,14 +37,17 @@ from flowzoo.sampling import integrate
 HIDDEN, FREQS = (256, 256, 256), 8
 
 
-def best_time(fn, repeats: int) -> float:
-  """Best wall time of `repeats` calls after a warm-up (compile) call."""
+def best_time(fn, repeats: int, name: str = "", samples: int = 0) -> float:
+  """Best wall time of `repeats` calls after a warm-up (compile) call; printed at once."""
   fn()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t0)
+  if name:
+    print(f"  {name:<18} {min(times) * 1e3:9.1f} ms  {samples / min(times):12.0f} samples/s",
+          flush=True)
   return min(times)
 
 
@@ -105,8 +108,10 @@ def main():
         f"tol {a.tol}; jax {jax.__version__} on {jax.devices()[0].platform}; machine shared "
         "with other jobs: compare ratios from one run")
   res = {}
-  res["jax euler 100"] = best_time(lambda: euler(x0).block_until_ready(), a.repeats)
-  res["jax dopri5"] = best_time(lambda: dopri(x0).block_until_ready(), a.repeats)
+  res["jax euler 100"] = best_time(lambda: euler(x0).block_until_ready(), a.repeats,
+                                   "jax euler 100", a.samples)
+  res["jax dopri5"] = best_time(lambda: dopri(x0).block_until_ready(), a.repeats, "jax dopri5",
+                                a.samples)
   print(f"  diffrax dopri5: {int(stats['num_accepted_steps'])} accepted / "
         f"{int(stats['num_steps'])} steps")
   field = torch_field(params)
@@ -124,16 +129,14 @@ def main():
                   - np.asarray(euler(x0))).max()
     print(f"  max |x1_torch - x1_jax| (euler): {diff:.2e}")
     res["torch euler 100"] = best_time(lambda: run_torch("euler", options=dict(step_size=0.01)),
-                                       a.repeats)
+                                       a.repeats, "torch euler 100", a.samples)
     nfe = [0]
     counted = lambda t, x: (nfe.__setitem__(0, nfe[0] + 1), field(t, x))[1]  # noqa: E731
     with torch.no_grad():
       odeint(counted, xt, ts, method="dopri5", rtol=a.tol, atol=a.tol)
     print(f"  torchdiffeq dopri5: {nfe[0]} function evaluations")
     res["torch dopri5"] = best_time(lambda: run_torch("dopri5", rtol=a.tol, atol=a.tol),
-                                    a.repeats)
-  for name, t in res.items():
-    print(f"  {name:<18} {t * 1e3:9.1f} ms  {a.samples / t:12.0f} samples/s")
+                                    a.repeats, "torch dopri5", a.samples)
   for solver in ("euler 100", "dopri5"):
     if f"torch {solver}" in res:
       print(f"  {solver}: JAX / torch throughput {res[f'torch {solver}'] / res[f'jax {solver}']:.2f}x")

@@ -12,8 +12,8 @@ overheads hide that.
 
     python benchmarks/wfm_step.py [--sizes 64,128,256,512] [--width 128] [--blocks 2]
 
-Measured with the defaults on the 2-core CPU while other jobs ran (load ~10,
-so absolute times are inflated; ratios are indicative):
+Measured with --max_iterations 200 (the old default) on the 2-core CPU while
+other jobs ran (load ~10, so absolute times are inflated; ratios are indicative):
 
      N    step ms  x prev  inner OT ms  x prev  net fwd+bwd ms  x prev
     64      494       -          120       -             226       -
@@ -25,6 +25,15 @@ Growth per doubling is about 4x or more from N = 128 on (quadratic, plus cache
 effects once the 64 x N x N plans and attention matrices leave the caches);
 unlike on the paper's GPU (App. E.2), the inner OT (200 vmapped log-domain
 Sinkhorn iterations + rounding) costs more than the network on CPU.
+
+Why the inner OT grows faster than N^2 (issue 25, load ~18): at 200
+iterations 95-97 % of the solves are unconverged at every N (so the
+iteration count is not what grows), and the greedy rounding takes 4-6
+rounds; the cost per Sinkhorn iteration, vmapped over all 64 pairs, grew
+7.6x and 8.4x per doubling (N = 64 -> 128 -> 256: 7.5, 57, 477 ms), while
+solving 8 pairs at a time (`lax.map(batch_size=8)`) grew 2.9x and 4.2x
+(10.6, 30.5, 127 ms): the vmapped [64, N, N] working set leaves the caches.
+`--inner_batch 8` times that variant (slower at N = 64, faster from 128).
 """
 
 from __future__ import annotations
