@@ -269,16 +269,19 @@ class Method:
     batch = self.example_batch(tuple(event_shape), cond_dim)
     event_shape = tuple(batch["x1"].shape[1:])
     key = jax.random.key(0)
-    try:
-      params = jax.eval_shape(self.init, key, batch)
-      x0 = jax.eval_shape(lambda p: self.base.sample(p["base"], key, batch), params)
-      v = jax.eval_shape(lambda p: self.network(
-          p, jnp.zeros((1,)), batch["x1"], self.cond(batch["cond"], 1.0),
-          mask=batch.get("mask1")), params)
-      jax.eval_shape(lambda p: self.loss(p, key, batch, jnp.zeros((), jnp.int32)), params)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"the components cannot take {self.state_space} data of event shape "
-                       f"{event_shape} and descriptor dim {cond_dim}: {e}") from e
+    def abstract(fn, *args):
+      try:
+        return jax.eval_shape(fn, *args)
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"the components cannot take {self.state_space} data of event shape "
+                         f"{event_shape} and descriptor dim {cond_dim}: {e}") from e
+    params = abstract(self.init, key, batch)
+    x0 = abstract(lambda p: self.base.sample(p["base"], key, batch), params)
+    v = abstract(lambda p: self.network(p, jnp.zeros((1,)), batch["x1"],
+                                        self.cond(batch["cond"], 1.0),
+                                        mask=batch.get("mask1")), params)
+    # Shapes first: a wrong output shape is named as such, not as the loss's broadcast error.
     for what, shape in (("velocity network output", v.shape), ("base sample", x0.shape)):
       if tuple(shape[1:]) != event_shape:
         raise ValueError(f"{what} shape {tuple(shape[1:])} != data event shape {event_shape}.")
+    abstract(lambda p: self.loss(p, key, batch, jnp.zeros((), jnp.int32)), params)
