@@ -1,6 +1,6 @@
 """Every registered model, base, coupling, dataset and solver is built through the registry and run.
 
-Methods are covered by the swap-safety grid (`tests/test_swaps.py`).
+Methods are covered by the swap-safety grid (`tests/swap_grid.py`, `tests/test_swaps_*.py`).
 
 A component registered without an entry here fails `test_every_component_has_a_spec`,
 so new components cannot skip this check.
@@ -16,7 +16,7 @@ import pytest
 import flowzoo  # noqa: F401  (registers everything)
 from flowzoo.data.populations import Populations
 from flowzoo.geometry.bures import pack_gaussians
-from flowzoo.registry import BASES, COUPLINGS, DATASETS, METHODS, MODELS, SOLVERS
+from flowzoo.registry import BASES, COUPLINGS, DATASETS, MODELS, SOLVERS
 from flowzoo.sampling import integrate
 
 B = 4
@@ -187,8 +187,6 @@ def test_bw_solver_follows_a_constant_mean_velocity():
   np.testing.assert_allclose(x1[:, 0], x0[:, 0] + 1.0, rtol=1e-5)
 
 
-def test_every_dataset_and_method_is_covered():
+def test_every_dataset_is_covered():
   missing = sorted(set(DATASETS.names()) - set(DATASET_SPECS))
   assert not missing, f"add a spec for dataset(s) {missing} in tests/test_components.py"
-  from tests.test_swaps import GRID  # pylint: disable=import-outside-toplevel
-  assert {g[0] for g in GRID} == set(METHODS.names())  # methods: the swap-safety grid
