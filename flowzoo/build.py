@@ -87,12 +87,12 @@ def build_method(config, *, event_shape, cond_dim: int, **extra):
       fit each other or the data.
   """
   wired = dict(event_shape=tuple(event_shape), cond_dim=cond_dim, **extra)
-  model = build(MODELS, config.model, "model", **wired)
-  base = build(BASES, config.base, "base", **wired)
-  coupling = build(COUPLINGS, config.coupling, "coupling", **wired)
   combo = (f"method {config.method.name!r} with base {config.base.name!r}, coupling "
            f"{config.coupling.name!r} and model {config.model.name!r}")
   try:
+    model = build(MODELS, config.model, "model", **wired)
+    base = build(BASES, config.base, "base", **wired)
+    coupling = build(COUPLINGS, config.coupling, "coupling", **wired)
     method = build(METHODS, config.method, "method", model=model, base=base,
                    coupling=coupling, **wired)
     method.check_data(event_shape, cond_dim)

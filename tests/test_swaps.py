@@ -26,5 +26,5 @@ def test_entropic_map_is_refused_before_compiling():
                                           ("wfm", "gmm"), ("mixflow", "gaussian_clouds")])
 def test_state_space_mismatch_is_refused(method, base):
   config = apply_overrides(config_for(method, "empirical", "independent", "mlp"), {"base.name": base})
-  with pytest.raises(ValueError, match=rf"method '{method}' with base '{base}'.*states"):
+  with pytest.raises(ValueError, match=rf"method '{method}' with base '{base}'.* do not fit"):
     setup(config)
