@@ -181,8 +181,8 @@ class Trainer:
     ema = optax.incremental_update(state.ema, params, step_size=self.ema_decay)
     trained = self.method.groups
     metrics = dict(metrics, loss=loss,
-                   grad_norm=optax.tree_utils.tree_l2_norm({g: grads[g] for g in trained}),
-                   param_norm=optax.tree_utils.tree_l2_norm({g: params[g] for g in trained}))
+                   grad_norm=optax.tree_utils.tree_norm({g: grads[g] for g in trained}),
+                   param_norm=optax.tree_utils.tree_norm({g: params[g] for g in trained}))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
   def _multi_step(self, state, data, ids, rng, num_steps):
