@@ -161,9 +161,9 @@ def test_every_named_sweep_point_is_a_valid_config(name):
 
 def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
   """MixFlow and CFM on the real well profiles, CellFlux held-out compounds (tiny steps)."""
-  from experiments.configs import mixflow_bbbc021
-  if not mixflow_bbbc021.WELLS_CSV.is_file() or not mixflow_bbbc021.FINGERPRINTS.is_file():
-    pytest.skip(f"{mixflow_bbbc021.WELLS_CSV} or {mixflow_bbbc021.FINGERPRINTS} is absent")
+  from experiments.configs import bbbc021_common, mixflow_bbbc021
+  if not bbbc021_common.WELLS_CSV.is_file() or not bbbc021_common.FINGERPRINTS.is_file():
+    pytest.skip(f"{bbbc021_common.WELLS_CSV} or {bbbc021_common.FINGERPRINTS} is absent")
   config = tiny(mixflow_bbbc021.get_config("wells_runlocal"),
                 **{"eval.splits": ("heldout",), "base.num_modes": 3})
   results = train_with_baselines(config, tmp_path, label="mixflow")
