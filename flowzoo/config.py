@@ -59,14 +59,20 @@ def _is_config_value(v) -> bool:
 def fill_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Writes each chosen component's constructor defaults into its (unlocked) section.
 
-  Defaults that are None or not plain values are left out (ml_collections
-  cannot type them).
+  A None default annotated `T | None` (T plain) becomes a typed placeholder,
+  so `--config.dataset.pca_components=50` is settable; other non-plain
+  defaults are left out (ml_collections cannot type them).
   """
   for what, registry in SECTIONS.items():
     section = config[what]
+    optional = registry.optional_types(section.name)
     for key, value in registry.defaults(section.name).items():
-      if key not in section and key not in WIRED and _is_config_value(value):
+      if key in section or key in WIRED:
+        continue
+      if _is_config_value(value):
         section[key] = value
+      elif value is None and key in optional:
+        section[key] = ml_collections.config_dict.placeholder(optional[key])
   return config
 
 
@@ -161,6 +167,11 @@ def parse_overrides(text: str) -> dict[str, Any]:
     except (ValueError, SyntaxError):
       out[key.strip()] = value.strip()
   return out
+
+
+def format_overrides(overrides: dict[str, Any]) -> str:
+  """The inverse of `parse_overrides`: `{"a.b": 1, "c": "x"}` -> `"a.b=1;c='x'"`."""
+  return ";".join(f"{k}={v!r}" for k, v in overrides.items())
 
 
 # -- 3. stored form ------------------------------------------------------------------------

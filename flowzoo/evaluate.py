@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowzoo import metrics as metrics_lib
-from flowzoo.data.populations import Populations
+from flowzoo.data.populations import Populations, source_index
 
 
 def condition_batch(pops: Populations, ids: Sequence[int], counts: Sequence[int],
@@ -25,7 +25,9 @@ def condition_batch(pops: Populations, ids: Sequence[int], counts: Sequence[int]
 
   Returns:
     `cond` `[N, C]`, `group` `[N]` and, with sources, `x0` `[N, *event]`
-    drawn (with replacement) from each condition's source samples.
+    drawn (with replacement) from each condition's source samples; with
+    same-/other-plate pairing each row takes the plate of a real sample of
+    its condition drawn at random (so plates weigh as in the real data).
   """
   group = np.repeat(np.asarray(ids, np.int32), counts)
   batch = {"cond": pops.descriptors[group], "group": group}
@@ -33,9 +35,18 @@ def condition_batch(pops: Populations, ids: Sequence[int], counts: Sequence[int]
     # Generated point clouds take the sizes of the real ones, in order.
     batch["mask1"] = np.concatenate([
         pops.masks[k][np.arange(n) % len(pops.masks[k])] for k, n in zip(ids, counts)])
-  if pops.sources is not None:
+  if pops.sources is not None and pops.pairing == "pooled":
     batch["x0"] = np.concatenate([
         pops.sources[k][rng.integers(0, len(pops.sources[k]), n)] for k, n in zip(ids, counts)])
+  elif pops.sources is not None:
+    x0 = []
+    for k, n in zip(ids, counts):
+      lo, cnt = pops.plate_ranges(k)
+      row = rng.integers(0, len(lo), n)
+      idx = source_index(rng.random(n), 0, len(pops.sources[k]), lo[row], cnt[row],
+                         pops.pairing, xp=np)
+      x0.append(pops.sources[k][idx])
+    batch["x0"] = np.concatenate(x0)
   return batch
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
 from flowzoo import config as config_lib
-from flowzoo import generated_cells, perturbation_report, plots, selection
+from flowzoo import compound_eval, generated_cells, perturbation_report, plots, selection
 from flowzoo.checkpoint import Checkpointer
 from flowzoo.config import RESUME_SAFE
 from flowzoo.data.populations import Packed, Populations, pack
@@ -241,6 +241,8 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> di
       num_steps=ev.num_steps, guidance=ev.guidance, metric_names=ev.metrics,
       max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
       chunk=ev.chunk, seed=exp.config.seed)
+  if compound_eval.applies(exp.config):  # held-out compound metrics (unbiased, retrieval, MoA)
+    results.update(compound_eval.score_run(exp.pops, samples, ev.splits))
   tmp = workdir / "eval.json.tmp"
   tmp.write_text(json.dumps(results, indent=2))
   tmp.replace(workdir / "eval.json")
@@ -285,12 +287,22 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
       print(f"[run {i + 1}/{len(runs)}: {name}] {config.baselines.get(name, 'this config')}")
     results_of[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite)
   split = next(s for s in ("heldout", "validation", "train") if s in config.eval.splits)
-  summary = report.summarize([Point(n) for n in runs], [config.seed],
-                             {(n, config.seed): r for n, r in results_of.items()},
-                             split=split, metrics=config.eval.metrics)
+  table_results = {(n, config.seed): r for n, r in results_of.items()}
+  points = [Point(n) for n in runs]
+  arm_notes = {n: config.baselines.get(n, "(this config)") for n in runs}
+  extras = dict(metrics=config.eval.metrics)
+  notes = []
+  if compound_eval.applies(config):  # + control / pooled / nearest / linear rows
+    more = compound_eval.add_baselines(config, split, table_results, [config.seed])
+    points += [Point(n) for n in more["names"]]
+    arm_notes.update(more["descriptions"])
+    extras = dict(metrics=more["metrics"], higher=more["higher"], baselines=more["names"])
+    notes = more["notes"]
+  summary = report.summarize(points, [config.seed], table_results, split=split, **extras)
+  arms = arms or extras.get("baselines")
   summary.update(title=f"{label}" + (" beside its baselines" if arms else "")
-                 + f" ({split} conditions)", reference=None,
-                 arms={n: config.baselines.get(n, "(this config)") for n in runs} if arms else {})
+                 + f" ({split} conditions)", reference=None, notes=notes,
+                 arms=arm_notes if arms else {})
   if arms:
     report.write_outputs(summary, workdir, stem="comparison")
     print("\n" + report.format_table(summary))

@@ -10,7 +10,9 @@ treats them as uniform empirical measures, and returns a python float:
   Two-Sample Test", JMLR 2012) averaged over a family of RBF kernels, the
   convention of CellFlow's `compute_scalar_mmd` that MixFlow also reports.
 * `energy_distance`: the V-statistic energy distance of Székely & Rizzo
-  ("Energy statistics", JSPI 2013) with the Euclidean norm.
+  ("Energy statistics", JSPI 2013) with the Euclidean norm;
+  `energy_distance_unbiased` its U-statistic sibling for tiny samples (the
+  unbiased MMD^2 is `flowzoo.metrics_perturbation.mmd_unbiased`).
 
 `METRICS` maps the names used by `flowzoo.evaluate` to these functions and
 `compute_all` evaluates several of them at once.
@@ -181,6 +183,10 @@ def energy_distance(x, y) -> float:
   Euclidean distances instead, which reduces to 2 ||mean(x) - mean(y)||^2 and
   only compares means; the two are not interchangeable.
 
+  The zero diagonal biases the within-set means down by a factor (n-1)/n, so
+  the value grows as the sets shrink; for a handful of points (e.g. 3-9
+  wells) use `energy_distance_unbiased`.
+
   Args:
     x: `[n, dim]` points.
     y: `[m, dim]` points.
@@ -196,6 +202,46 @@ def energy_distance(x, y) -> float:
   return max(float(2.0 * between - within_x - within_y), 0.0)
 
 
+def energy_distance_unbiased(x, y) -> float:
+  """Unbiased energy distance: within-set means as U-statistics (i != j only).
+
+      E_u = 2/(n m) sum_{i,j} ||x_i - y_j||
+            - 1/(n(n-1)) sum_{i != j} ||x_i - x_j||
+            - 1/(m(m-1)) sum_{i != j} ||y_i - y_j||,
+
+  Euclidean norm. Each term is an unbiased estimate of its expectation, so
+  E_u estimates the population energy distance without the small-sample
+  inflation of `energy_distance` (whose within-set means include the zero
+  i = j terms). Unlike it, E_u may be slightly negative when x and y come
+  from the same distribution; it is not clipped, so averages stay unbiased.
+
+  Args:
+    x: `[n, dim]` points, n >= 2.
+    y: `[m, dim]` points, m >= 2.
+
+  Returns:
+    E_u as a float.
+
+  Raises:
+    ValueError: on invalid input or fewer than 2 points in either set (a
+      within-set U-statistic needs a pair).
+  """
+  x, y = _check_pair(x, y)
+  for name, arr in (("x", x), ("y", y)):
+    if len(arr) < 2:
+      raise ValueError(f"energy_distance_unbiased needs at least 2 points in {name} "
+                       f"(within-set pairs i != j), got shape {arr.shape}.")
+  n, m = len(x), len(y)
+  between = distance.cdist(x, y).mean()
+  # The diagonal of a self-distance matrix is zero, so the full sum is the i != j sum.
+  within_x = distance.cdist(x, x).sum() / (n * (n - 1))
+  within_y = distance.cdist(y, y).sum() / (m * (m - 1))
+  return float(2.0 * between - within_x - within_y)
+
+
+# The unbiased estimators (`energy_distance_unbiased`, metrics_perturbation's
+# `mmd_unbiased`) are not registered: they need >= 2 points per set, which a
+# generic population need not have (a single generated sample is valid here).
 METRICS: dict[str, Callable[..., float]] = {
     "w1": w1,
     "w2": w2,

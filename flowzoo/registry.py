@@ -93,6 +93,24 @@ class Registry:
             if p.default is not inspect.Parameter.empty
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in ("parent", "name")}
 
+  def optional_types(self, name: str) -> dict[str, type]:
+    """Keyword arguments of `name` defaulting to None whose annotation is `T | None`
+    for a plain T (int, float, str, bool): name -> T (so a config can type them)."""
+    plain = {"int": int, "float": float, "str": str, "bool": bool}
+    try:
+      params = inspect.signature(self.get(name)).parameters
+    except (TypeError, ValueError):
+      return {}
+    out = {}
+    for n, p in params.items():
+      ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+      parts = [a.strip() for a in str(ann).split("|")]
+      if p.default is None and len(parts) == 2 and "None" in parts:
+        t = plain.get(parts[0] if parts[1] == "None" else parts[1])
+        if t is not None:
+          out[n] = t
+    return out
+
   def names(self) -> list[str]:
     return sorted(self._entries)
 

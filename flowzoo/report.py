@@ -3,12 +3,16 @@
 Everything a sweep or a run-with-baselines reports goes through here, so a
 number in `results/*.md` is exactly what the runner computed:
 
-    summarize      eval.json contents of (point, seed) runs -> mean ± std per metric
-    format_table   markdown table (+ relative change vs a reference point)
+    summarize      eval.json contents of (point, seed) runs -> mean ± std per metric,
+                   and a bootstrap interval over conditions
+    format_table   markdown table (+ relative change vs a reference point, the
+                   best row per metric, and which learned rows do not beat a
+                   trivial baseline)
     write_outputs  <workdir>/sweep.{md,json,csv,png}
     results_page   a section of `results/<config>.md`: the command and its table
 
-Lower is better for every metric reported here (distances and divergences).
+Lower is better unless a metric is listed in the summary's `higher`
+(e.g. `top1`, `moa_accuracy`); headers of those carry an up arrow.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -23,52 +28,110 @@ import numpy as np
 
 
 def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
-              split: str, metrics: Sequence[str]) -> dict:
+              split: str, metrics: Sequence[str], higher: Sequence[str] = (),
+              baselines: Sequence[str] = ()) -> dict:
   """Mean ± std over seeds of each point's split mean, per metric.
 
   Args:
     results: `(point name, seed) -> eval results` (eval.json contents).
+    higher: metrics for which higher is better.
+    baselines: names of points that are trivial baselines (not learned).
   Returns:
-    {"split", "metrics", "seeds", "points": [{"name", "overrides",
-    "metrics": {m: {"mean", "std", "values"}}}]}. std is the population std
-    (0 for one seed); a metric or split a run lacks is reported as NaN.
+    {"split", "metrics", "seeds", "higher", "baselines", "points": [{"name",
+    "overrides", "metrics": {m: {"mean", "std", "values", "ci"}}}]}. std is
+    the population std (0 for one seed); a metric or split a run lacks is
+    reported as NaN. "ci" is the 95 % percentile bootstrap interval over the
+    conditions of their seed-averaged values (`metrics_profiles.bootstrap_ci`),
+    None when the results carry no per-condition values.
   """
+  from flowzoo.metrics_profiles import bootstrap_ci  # pylint: disable=import-outside-toplevel
   rows = []
   for p in points:
     row = {"name": p.name, "overrides": {k: _jsonable(v) for k, v in p.overrides.items()},
            "metrics": {}}
     for m in metrics:
-      vals = [float(results[p.name, s].get(m, {}).get(split, {}).get("mean", np.nan))
-              for s in seeds]
+      by_seed = [results[p.name, s].get(m, {}).get(split, {}) for s in seeds]
+      vals = [float(r.get("mean", np.nan)) for r in by_seed]
+      per = [r.get("per_condition") for r in by_seed]
+      ci = None
+      if all(per) and len({tuple(c) for c in per}) == 1:  # the same conditions in every seed
+        with warnings.catch_warnings():  # a condition NaN in every seed stays NaN
+          warnings.simplefilter("ignore", RuntimeWarning)
+          per_cond = np.nanmean([[c[n] for n in per[0]] for c in per], axis=0)
+        ci = [float(x) for x in bootstrap_ci(per_cond)[1:]]
       row["metrics"][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
-                           "values": vals}
+                           "values": vals, "ci": ci}
     rows.append(row)
-  return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows}
+  return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows,
+          "higher": [m for m in metrics if m in set(higher)], "baselines": list(baselines)}
 
 
 def _jsonable(v):
   return list(v) if isinstance(v, tuple) else v
 
 
+def _better(a: float, b: float, higher: bool) -> bool:
+  return a > b if higher else a < b
+
+
+def verdicts(summary: dict) -> list[str]:
+  """The best row per metric, and each learned row's metrics where a trivial baseline wins."""
+  ms, rows = summary["metrics"], summary["points"]
+  higher = set(summary.get("higher", ()))
+  base = [r for r in rows if r["name"] in set(summary.get("baselines", ()))]
+  lines = []
+  best = []
+  for m in ms:
+    finite = [r for r in rows if np.isfinite(r["metrics"][m]["mean"])]
+    if finite:
+      top = max(finite, key=lambda r: r["metrics"][m]["mean"] * (1 if m in higher else -1))
+      best.append(f"{m}: {top['name']}")
+  if best:
+    lines.append("Best per metric: " + "; ".join(best) + ".")
+  for r in rows:
+    if not base or r in base:
+      continue
+    lost = []
+    for m in ms:
+      v = r["metrics"][m]["mean"]
+      winners = [b["name"] for b in base
+                 if _better(b["metrics"][m]["mean"], v, m in higher)]
+      if winners:
+        lost.append(f"{m} ({', '.join(winners)})")
+    lines.append(f"{r['name']} does not beat the trivial baseline(s) on: " + "; ".join(lost) + "."
+                 if lost else f"{r['name']} beats every trivial baseline on every metric.")
+  return lines
+
+
 def format_table(summary: dict) -> str:
-  """Markdown table: one row per point, `mean ± std` per metric (+ change vs reference)."""
+  """Markdown table: one row per point, `mean ± std [ci]` per metric (+ change vs reference),
+  then `verdicts`."""
   ms, ref = summary["metrics"], summary.get("reference")
   ref_row = next((r for r in summary["points"] if r["name"] == ref), None)
   n = len(summary["seeds"])
-  head = ["point"] + [f"{m} ({summary['split']})" for m in ms]
+  higher = set(summary.get("higher", ()))
+  head = ["point"] + [f"{m} ({summary['split']}{', higher better' if m in higher else ''})"
+                      for m in ms]
   if ref_row is not None:
     head.append(f"change vs {ref} ({'/'.join(ms)})")
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in summary["points"]:
-    cells = [r["name"]]
+    cells = [r["name"] + (" (baseline)" if r["name"] in summary.get("baselines", ()) else "")]
     for m in ms:
       v = r["metrics"][m]
-      cells.append(f"{v['mean']:.4g} ± {v['std']:.2g}" if n > 1 else f"{v['mean']:.4g}")
+      cell = f"{v['mean']:.4g} ± {v['std']:.2g}" if n > 1 else f"{v['mean']:.4g}"
+      if v.get("ci") is not None:
+        cell += f" [{v['ci'][0]:.3g}, {v['ci'][1]:.3g}]"
+      cells.append(cell)
     if ref_row is not None:
       cells.append(" / ".join(_pct(r["metrics"][m]["mean"], ref_row["metrics"][m]["mean"])
                               for m in ms))
     lines.append("| " + " | ".join(cells) + " |")
   foot = f"\n{n} seed(s): {summary['seeds']}" + (" (mean ± std over seeds)" if n > 1 else "")
+  if any(r["metrics"][m].get("ci") is not None for r in summary["points"] for m in ms):
+    foot += "; [95 % bootstrap interval over conditions]"
+  foot += "".join(f"\n{line}" for line in verdicts(summary))
+  foot += "".join(f"\n{note}" for note in summary.get("notes", ()))
   title = f"{summary['title']}\n\n" if summary.get("title") else ""
   arms = "".join(f"\n  {name}: {what}" for name, what in summary.get("arms", {}).items())
   return title + "\n".join(lines) + foot + ("\nArms:" + arms if arms else "")
@@ -135,7 +198,7 @@ def results_page(summary: dict, page: str | Path, *, section: str, command: str)
   """
   page = Path(page)
   body = (f"## {section}\n\n```\n{command}\n```\n\n{format_table(summary)}\n\n"
-          "Lower is better for every metric.\n")
+          "Lower is better unless a header says \"higher better\".\n")
   text = page.read_text() if page.exists() else f"# Results: {page.stem}\n\n" \
       "Written by `flowzoo.report.results_page` (`experiments.run` or " \
       "`experiments.sweep` with `--results=...`); do not edit the tables by hand.\n\n"

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
+from flowzoo import compound_eval
 from flowzoo import config as config_lib
 from flowzoo import report
 from flowzoo.config import apply_overrides, as_stored, config_diff
@@ -187,8 +188,15 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
               f"evaluation settings); evaluating {twin.name}'s checkpoints instead of retraining.")
         _copy_training(run_dir(workdir, twin, s), rdir)
       results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite)
-  summary = report.summarize(points, seeds, results, split=split, metrics=metrics)
-  summary.update(title=title, reference=reference)
+  extras, notes = dict(metrics=metrics), []
+  same_data = all(c.dataset.to_dict() == config.dataset.to_dict() for c in configs.values())
+  if compound_eval.applies(config) and same_data:  # the trivial baselines as rows
+    more = compound_eval.add_baselines(config, split, results, seeds)
+    points = list(points) + [Point(n) for n in more["names"]]
+    extras = dict(metrics=more["metrics"], higher=more["higher"], baselines=more["names"])
+    notes = more["notes"]
+  summary = report.summarize(points, seeds, results, split=split, **extras)
+  summary.update(title=title, reference=reference, notes=notes)
   report.write_outputs(summary, workdir)
   return summary
 

@@ -70,7 +70,7 @@ def test_user_errors_print_one_line(capsys, monkeypatch):
 
 def test_missing_data_file_names_its_config_field(tmp_path):
   from experiments.configs import mixflow_bbbc021  # pylint: disable=import-outside-toplevel
-  c = apply_overrides(mixflow_bbbc021.get_config("wells_runlocal"),
+  c = apply_overrides(mixflow_bbbc021.get_config("runlocal"),
                       {"dataset.path": str(tmp_path / "wells.csv")})
   with pytest.raises(FileNotFoundError, match=r"wells.csv does not exist: it is "
                      r"config.dataset.path of dataset 'bbbc021_wells'; .*--config.dataset.path="):

@@ -122,18 +122,29 @@ def test_cli_optimizer_overrides_for_every_group():
   assert optimizer_kwargs(c, "base")["lr"] == c.optim_overrides.base.lr != 3e-4
 
 
-@pytest.mark.parametrize("variant", ["", "runlocal", "wells", "wells_runlocal", "pca"])
+@pytest.mark.parametrize("variant", ["", "runlocal", "cellflux_split", "sim", "sim_runlocal",
+                                     "pca"])
 def test_bbbc021_variants(variant):
-  from experiments.configs import cfm_bbbc021, mixflow_bbbc021
+  from experiments.configs import cellflux_bbbc021, cfm_bbbc021, mixflow_bbbc021
   mix, cfm = mixflow_bbbc021.get_config(variant), cfm_bbbc021.get_config(variant)
-  assert dict(mix.baselines) == {"cfm_ot_twin": "base.name=gaussian"} and not cfm.baselines
+  assert set(mix.baselines) == {"cfm_ot_twin", "cellflux"} and not cfm.baselines
   assert mix.base.name == "gmm" and cfm.base.name == "gaussian"
-  assert mix.dataset.name == ("bbbc021_wells" if variant.startswith("wells") else "bbbc021_sim")
-  assert mix.dataset.split == "cellflux"
+  real = variant in ("", "runlocal", "cellflux_split")
+  assert mix.dataset.name == ("bbbc021_wells" if real else "bbbc021_sim")
+  assert mix.dataset.split == ("impa" if variant in ("", "runlocal") else "cellflux")
+  # The real data: shipped with the package (no path), a validation split, same-plate pairing.
+  if real:
+    assert mix.dataset.path == "" and mix.dataset.num_validation > 0
+    assert mix.dataset.pairing == "same_plate" and "validation" in mix.eval.splits
   # Both methods are scored on a fixed number of generated cells, never just
-  # the real count (simulated: as many as the metrics use; wells: 500).
-  want = 500 if variant.startswith("wells") else mix.eval.max_samples
+  # the real count.
+  want = 200 if real else 500 if variant == "sim_runlocal" else mix.eval.max_samples
   assert mix.eval.samples_per_condition == cfm.eval.samples_per_condition == want
+  arm = apply_overrides(mix, cellflux_bbbc021.overrides())
+  flux = cellflux_bbbc021.get_config(variant)
+  for section in ("method", "coupling"):  # (the arm keeps MixFlow's unused knobs beside them)
+    assert {k: arm[section][k] for k in flux[section]} == flux[section].to_dict()
+  assert arm.base.name == flux.base.name == "empirical" and arm.eval.guidance == 1.2
   names = [n for n, _ in mixflow_bbbc021.sweeps()["baseline"]]
   assert names == ["mixflow", "cfm_ot_twin"]
   with pytest.raises(ValueError, match="unknown variant"):
@@ -159,27 +170,33 @@ def test_every_named_sweep_point_is_a_valid_config(name):
         raise AssertionError(f"{name} sweep {sweep!r} point {point!r}: {e}") from e
 
 
-def test_wells_mixflow_vs_cfm_real_data(shared_data, tmp_path, capsys):
-  """MixFlow and CFM on the real well profiles, CellFlux held-out compounds (tiny steps)."""
-  from experiments.configs import bbbc021_common, mixflow_bbbc021
-  if not bbbc021_common.WELLS_CSV.is_file() or not bbbc021_common.FINGERPRINTS.is_file():
-    pytest.skip(f"{bbbc021_common.WELLS_CSV} or {bbbc021_common.FINGERPRINTS} is absent")
-  config = tiny(mixflow_bbbc021.get_config("wells_runlocal"),
-                **{"eval.splits": ("heldout",), "base.num_modes": 3})
+def test_main_job_on_shipped_wells_with_baselines(tmp_path, capsys):
+  """MixFlow, its CFM twin and CellFlux on the shipped real wells (tiny steps): one table
+  with the four trivial baselines, compound metrics with intervals and the verdict lines."""
+  from experiments.configs import mixflow_bbbc021
+  config = tiny(mixflow_bbbc021.get_config("runlocal"), **{"base.num_modes": 3})
   results = train_with_baselines(config, tmp_path, label="mixflow")
   out = capsys.readouterr().out
-  assert "| mixflow |" in out and "| cfm_ot_twin |" in out
-  for point in ("mixflow", "cfm_ot_twin"):
+  for row in ("mixflow", "cfm_ot_twin", "cellflux", "control (baseline)", "pooled (baseline)",
+              "nearest (baseline)", "linear (baseline)"):
+    assert f"| {row} |" in out
+  assert "Best per metric: mmd_u:" in out and "MoA accuracy of the same classifier" in out
+  held = sorted(["taxol", "ALLN", "bryostatin", "simvastatin", "MG-132", "methotrexate",
+                 "colchicine", "cytochalasin B", "AZ258", "cisplatin"])
+  for point in ("mixflow", "cfm_ot_twin", "cellflux"):
     ev = results[point]
-    held = ev["w2"]["heldout"]["per_condition"]
-    assert sorted(held) == sorted(["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel",
-                                   "epothilone B", "lactacystin", "latrunculin B",
-                                   "simvastatin"])
-    for m in ("mmd", "w1", "w2", "energy"):
-      assert np.isfinite(ev[m]["heldout"]["mean"])
-    # 500 generated wells per compound, not as few as the 3-9 real ones.
+    assert sorted(ev["energy_u"]["heldout"]["per_condition"]) == held
+    for m in ("mmd_u", "energy_u", "rmse_mean", "pearson_delta", "retrieval_rank", "top1"):
+      assert np.isfinite(ev[m]["heldout"]["mean"]), (point, m)
+    assert len(ev["mmd_u"]["validation"]["per_condition"]) == 4
     rdir = tmp_path if point == "mixflow" else tmp_path / "baselines" / point
     gen = np.load(rdir / "samples.npz")
-    assert {gen[f"heldout/{c}"].shape for c in held} == {(500, 189)}
+    assert {gen[f"heldout/{c}"].shape for c in held} == {(200, 189)}
+  # CellFlux's inference noise: every generated well is distinct, although a
+  # compound has only 6-18 control wells to start from.
+  gen = np.load(tmp_path / "baselines" / "cellflux" / "samples.npz")["heldout/taxol"]
+  assert len(np.unique(gen, axis=0)) == len(gen)
   summary = json.loads((tmp_path / "comparison.json").read_text())
-  assert [r["name"] for r in summary["points"]] == ["mixflow", "cfm_ot_twin"]
+  assert [r["name"] for r in summary["points"]] == ["mixflow", "cellflux", "cfm_ot_twin",
+                                                    "control", "pooled", "nearest", "linear"]
+  assert all(r["metrics"]["energy_u"]["ci"] is not None for r in summary["points"])

@@ -1,6 +1,8 @@
 """The report writer: summary statistics, tables and results pages."""
 
 
+import numpy as np
+
 from flowzoo import report
 from flowzoo.sweep import Point
 
@@ -15,7 +17,7 @@ def _summary(values_a, values_b):
 def test_summary_is_mean_and_population_std_over_seeds():
   s = _summary([1.0, 3.0], [2.0, 2.0])
   a, b = s["points"]
-  assert a["metrics"]["w2"] == {"mean": 2.0, "std": 1.0, "values": [1.0, 3.0]}
+  assert a["metrics"]["w2"] == {"mean": 2.0, "std": 1.0, "values": [1.0, 3.0], "ci": None}
   assert b["metrics"]["w2"]["std"] == 0.0
   s["reference"] = "b"
   table = report.format_table(s)
@@ -32,3 +34,23 @@ def test_results_page_replaces_its_own_section_and_keeps_others(tmp_path):
   assert "cmd 1b" in text and "cmd 1\n" not in text and "| a | 3 |" in text
   assert "| a | 5 |" in text and "| a | 1 |" not in text
   assert text.index("sweep one") < text.index("sweep two")  # order kept
+
+
+def test_intervals_over_conditions_and_verdicts_against_baselines():
+  per = {"a": {"c1": 1.0, "c2": 3.0}, "b": {"c1": 2.0, "c2": 2.0}, "base": {"c1": 0.5, "c2": 0.5}}
+  results = {(n, 0): {"rmse": {"heldout": {"mean": float(np.mean(list(v.values()))),
+                                           "per_condition": v}},
+                      "top1": {"heldout": {"mean": 1.0 if n == "a" else 0.0,
+                                           "per_condition": {"c1": 1.0, "c2": 1.0}}}}
+             for n, v in per.items()}
+  s = report.summarize([Point("a"), Point("b"), Point("base")], [0], results, split="heldout",
+                       metrics=("rmse", "top1"), higher=("top1",), baselines=("base",))
+  a = s["points"][0]["metrics"]["rmse"]
+  assert a["mean"] == 2.0 and a["ci"] == [1.0, 3.0]  # bootstrap over 2 conditions: min..max
+  assert s["points"][1]["metrics"]["rmse"]["ci"] == [2.0, 2.0]
+  table = report.format_table(s)
+  assert "| base (baseline) |" in table and "top1 (heldout, higher better)" in table
+  assert "Best per metric: rmse: base; top1: a." in table
+  assert "a does not beat the trivial baseline(s) on: rmse (base)." in table
+  assert "b does not beat the trivial baseline(s) on: rmse (base); top1 (base)." not in table
+  assert "b does not beat the trivial baseline(s) on: rmse (base)." in table  # top1 tie: 0 = 0

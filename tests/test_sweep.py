@@ -120,8 +120,8 @@ def test_run_sweep_rejects_bad_grids(tmp_path):
 
 def test_main_job_trains_its_declared_baseline_beside_it(tmp_path, capsys):
   """`experiments.run --config=mixflow_bbbc021.py`: MixFlow and its CFM twin, one table."""
-  config = apply_overrides(mixflow_bbbc021.get_config("runlocal"), {
-      "dataset.dim": 4, "dataset.cells_per_population": 32, "dataset.control_cells_per_plate": 8,
+  config = apply_overrides(mixflow_bbbc021.get_config("sim_runlocal"), {
+      "baselines.cellflux": "", "dataset.dim": 4, "dataset.cells_per_population": 32, "dataset.control_cells_per_plate": 8,
       "model.hidden": (16, 16), "model.cond_embed": 8, "base.hidden": (8,), "base.num_modes": 3,
       "data.batch_size": 16, "train.steps": 4, "train.steps_per_dispatch": 2,
       "train.log_every": 2, "train.ckpt_every": 4, "eval.num_steps": 4})
@@ -135,7 +135,8 @@ def test_main_job_trains_its_declared_baseline_beside_it(tmp_path, capsys):
   for point, rdir in (("mixflow", tmp_path), ("cfm_ot_twin", tmp_path / "baselines" / "cfm_ot_twin")):
     cfg = json.loads((rdir / "config.json").read_text())
     assert cfg["base"]["name"] == ("gmm" if point == "mixflow" else "gaussian")
-    assert cfg["baselines"] == ({} if point == "cfm_ot_twin" else {"cfm_ot_twin": "base.name=gaussian"})
+    assert cfg["baselines"] == ({} if point == "cfm_ot_twin" else
+                                {"cfm_ot_twin": "base.name=gaussian", "cellflux": ""})
     ev = json.loads((rdir / "eval.json").read_text())
     assert sorted(ev["w1"]["heldout"]["per_condition"]) == sorted(
         ["AZ841", "cyclohexamide", "cytochalasin D", "docetaxel", "epothilone B", "lactacystin",

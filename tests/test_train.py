@@ -127,7 +127,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run_devices(n):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")  # + conftest's flags
+             + f" --xla_force_host_platform_device_count={n}",
              JAX_PLATFORMS="cpu")
   # A subprocess with a timeout: a collective deadlock fails the test instead of hanging CI.
   out = subprocess.run([sys.executable, "-c", _SCRIPT.format(repo=REPO)], env=env,

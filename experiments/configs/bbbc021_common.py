@@ -2,19 +2,26 @@
 
 Data, velocity network, optimizer, schedule and evaluation (MixFlow §5.3,
 Table 4 protocol), so the three methods differ only in their method, base
-and coupling sections. Variants: "" (simulated `bbbc021_sim`), "runlocal",
-"wells" (real well profiles in ../shared/data), "wells_runlocal", "pca"
-(simulated 512-d cells reduced by PCA, for the `pca_dim` sweep).
-"""
+and coupling sections.
 
-from pathlib import Path
+Data: the real BBBC021 well profiles and MorphoDiff's RDKit descriptors
+shipped with the package (`flowzoo/data/embedded/bbbc021/`: 632 wells x 189
+features, 34 treated compounds with descriptors + DMSO), IMPA's 10 held-out
+compounds (MixFlow §5.3), 4 training compounds as a validation split for any
+choice of hyper-parameters or checkpoints, and same-plate control pairing.
+Another copy of the file (e.g. ../shared/data/bbbc021_wells) is an override:
+`--config.dataset.path=...`.
+
+Variants: "" (the main job's budget), "runlocal" (a quick look),
+"cellflux_split" (CellFlux's 8 held-out compounds, App. H), "sim" and
+"sim_runlocal" (the simulated stand-in `bbbc021_sim`), "pca" (simulated
+512-d cells reduced by PCA, for the `pca_dim` sweep).
+"""
 
 from experiments.configs import common
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-WELLS_CSV = SHARED_DATA / "bbbc021_wells" / "BBBC021_feature_selected_mad_robustize.csv"
-FINGERPRINTS = SHARED_DATA / "compound_embeddings" / "embeddings" / "csv" / "emb_fp.csv"
-VARIANTS = ("", "runlocal", "wells", "wells_runlocal", "pca")
+VARIANTS = ("", "runlocal", "cellflux_split", "sim", "sim_runlocal", "pca")
+NUM_VALIDATION = 4
 
 
 def base_config(arg: str, who: str):
@@ -23,8 +30,15 @@ def base_config(arg: str, who: str):
   if arg not in VARIANTS:
     raise ValueError(f"{who}: unknown variant {arg!r}; valid: {VARIANTS[1:]}.")
   c = common.base_config()
-  c.dataset = dict(name="bbbc021_sim", seed=0, dim=16, descriptor_dim=32, components=3,
-                   cells_per_population=256, split="cellflux")
+  if arg in ("", "runlocal", "cellflux_split"):
+    # Real well profiles: 3-21 wells per compound, 6 DMSO wells per plate.
+    c.dataset = dict(name="bbbc021_wells", split="impa", num_validation=NUM_VALIDATION,
+                     group_by="compound", include_control=True, pairing="same_plate")
+    if arg == "cellflux_split":
+      c.dataset.split = "cellflux"
+  else:
+    c.dataset = dict(name="bbbc021_sim", seed=0, dim=16, descriptor_dim=32, components=3,
+                     cells_per_population=256, split="cellflux")
   c.data.batch_size = 256
   c.data.populations_per_batch = 1  # MixFlow Algorithm 1, lines 7-9: minibatches per population.
   c.model = dict(name="mlp", hidden=(256, 256, 256), act="silu", dropout=0.0,
@@ -36,24 +50,25 @@ def base_config(arg: str, who: str):
   c.train.update(steps=6000, steps_per_dispatch=500, log_every=1000, ckpt_every=3000,
                  ema_decay=0.999)
   c.eval.update(splits=("train", "heldout"), num_steps=32, max_samples=1000)
-  if arg in ("runlocal", "wells_runlocal"):
-    c.model.hidden = (128, 128, 128)
-    c.train.update(steps=1500, steps_per_dispatch=250, log_every=500, ckpt_every=1500)
-    c.eval.update(splits=("heldout",), num_steps=16, max_samples=500)
-  if arg.startswith("wells"):
-    # Real well-level profiles: 632 wells x 189 features, ~18 wells per compound.
-    c.dataset = dict(name="bbbc021_wells", path=str(WELLS_CSV), descriptors=str(FINGERPRINTS),
-                     split="cellflux", group_by="compound", include_control=True)
-    # Held-out compounds have 3-9 wells each: generating only as many (the
+  if c.dataset.name == "bbbc021_wells":
+    c.train.update(steps=2000, steps_per_dispatch=500, log_every=500, ckpt_every=1000)
+    c.eval.update(splits=("validation", "heldout"), num_steps=16)
+    # Held-out compounds have 2-9 wells each: generating only as many (the
     # default, samples_per_condition=0) makes the generated side of every
-    # metric as noisy as the real side; 500 draws measure the model's
-    # distribution against the real wells.
-    c.eval.samples_per_condition = 500
+    # metric as noisy as the real side; 200 draws measure the model's
+    # distribution (the unbiased metrics need no more to be unbiased).
+    c.eval.samples_per_condition = 200
   else:
     # Generate as many cells per compound as the metrics use: with 256
     # generated cells two draws of one checkpoint differ by up to ~4 % per
     # seed, as much as most differences being measured.
     c.eval.samples_per_condition = c.eval.max_samples
+  if arg in ("runlocal", "sim_runlocal"):
+    c.model.hidden = (128, 128, 128)
+    c.train.update(steps=1000, steps_per_dispatch=250, log_every=250, ckpt_every=1000)
+    c.eval.update(num_steps=16, max_samples=500)
+    if arg == "sim_runlocal":
+      c.eval.update(splits=("heldout",), samples_per_condition=500)
   if arg == "pca":
     # MixFlow Fig. 3b: 512-d simulated cells, PCA-reduced (sweep `pca_dim` varies it).
     c.dataset.update(dim=512, pca_components=50)

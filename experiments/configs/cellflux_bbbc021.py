@@ -1,33 +1,38 @@
 """CellFlux (§3, App. C) on BBBC021 held-out compounds, built from flowzoo's parts.
 
 CellFlux maps the control cells of a compound's own plates to its treated
-cells: base `empirical` (x0 = a DMSO cell of the same plates, the dataset's
-`sources`), independent pairing, the conditional flow-matching loss with
+cells: base `empirical` (x0 = a DMSO well of the target row's own plate: the
+dataset's same-plate pairing, in training and generation), independent pairing, the conditional flow-matching loss with
 condition dropout p_c = 0.2 and classifier-free guidance 1.2 at generation,
 and noise augmentation of x0 with probability p_e = 0.5, eps ~ N(0, I)
-(Eq. 5, Algorithm 1). Everything else is the shared BBBC021 set-up
+(Eq. 5, Algorithm 1). At generation x0 gets N(0, I) noise too, as CellFlux's
+code does (`base.inference_noise=1.0`; the paper's Algorithm 1 has none):
+without it a compound's "500 generated wells" would be one deterministic
+path per control well, 12-18 distinct points. Everything else is the shared BBBC021 set-up
 (`bbbc021_common.py`: data and variants, velocity network, optimizer,
 schedule, evaluation), so MixFlow, CFM and CellFlux differ only in these
 choices. Not CellFlux's: the U-Net on images and its optimizer (Adam 1e-4,
-batch 128, 100 epochs) — these are 16-d simulated cells or 189-d well
-profiles, on the main job's 6,000-step budget.
+batch 128, 100 epochs) — these are 189-d well profiles, on the main job's
+budget.
 
     python -m experiments.run --config=cellflux_bbbc021.py --workdir=/tmp/cellflux_bbbc021
-    python -m experiments.run --config=cellflux_bbbc021.py:wells --workdir=DIR
     python -m experiments.run --config=cellflux_bbbc021.py --workdir=DIR \
         --config.coupling.name=sinkhorn        # "CellFlux with an OT coupling"
+    python -m experiments.run --config=cellflux_bbbc021.py --workdir=DIR \
+        --config.dataset.pairing=other_plates  # Table 2d: sources from other plates
 
-DEFAULT DATA IS SIMULATED (`bbbc021_sim`). Expected numbers: the `methods`
-sweep of mixflow_bbbc021.py (results/mixflow_bbbc021.md).
+Expected numbers: the `cellflux` rows of results/mixflow_bbbc021.md (the
+main job trains this config as its `cellflux` arm).
 """
 
 from experiments.configs import bbbc021_common, common
+from flowzoo import config as config_lib
 
 # CellFlux's method choices; also the `cellflux` point of mixflow_bbbc021's
 # `methods` sweep (as dotted overrides of the main job's config).
 METHOD = dict(name="cfm", sigma=0.0, p_uncond=0.2, group_coupling=True, source_noise=1.0,
               source_noise_prob=0.5)
-BASE = dict(name="empirical")
+BASE = dict(name="empirical", inference_noise=1.0)
 COUPLING = dict(name="independent")
 GUIDANCE = 1.2
 
@@ -37,6 +42,10 @@ def overrides() -> dict:
   out = {f"{section}.{k}": v for section, fields in
          (("method", METHOD), ("base", BASE), ("coupling", COUPLING)) for k, v in fields.items()}
   return dict(out, **{"eval.guidance": GUIDANCE})
+
+
+# The same, as the main job's `baselines.cellflux` arm.
+OVERRIDES = config_lib.format_overrides(overrides())
 
 
 def get_config(arg: str | None = None):

@@ -6,8 +6,8 @@ with `method.name=cfm`, `base.name=gaussian`: with a fixed base MixFlow has
 nothing to project and is CFM (MixFlow §3, first paragraph; Table 4's CFM
 row). The main job trains this twin itself as its `cfm_ot_twin` baseline.
 
-DEFAULT DATA IS SIMULATED (`bbbc021_sim`); `:wells` uses the real
-well-level profiles in ../shared/data/bbbc021_wells.
+Data: the real BBBC021 well profiles shipped with the package (`:sim` for
+the simulated stand-in).
 
     python -m experiments.run --config=cfm_bbbc021.py --workdir=/tmp/cfm_bbbc021
     python -m experiments.run --config=cfm_bbbc021.py:runlocal --workdir=/tmp/cfm_bbbc021_local

@@ -62,7 +62,7 @@ _HIDDEN = 64  # width of the random smooth map h(y).
 
 REAL_DATA_HINT = (
     "To train on real BBBC021 profiles use a config whose dataset section is "
-    "'bbbc021_wells' (e.g. --config=mixflow_bbbc021.py:wells, with "
+    "'bbbc021_wells' (e.g. --config=mixflow_bbbc021.py, with "
     "--config.dataset.path=<.../BBBC021_feature_selected_mad_robustize.csv> and "
     "--config.dataset.descriptors=<.../emb_fp.csv>) or 'bbbc021_cells' for per-cell embeddings.")
 

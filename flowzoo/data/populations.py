@@ -22,6 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 SPLITS = ("train", "validation", "heldout")
+# How a row's source sample is drawn from its condition's `sources`
+# (`source_index`): from all of them, from those of the row's own plate
+# (CellFlux's batch-matched pairing), or from those of the other plates
+# (CellFlux Table 2d: the batch-effect ablation).
+PAIRINGS = ("pooled", "same_plate", "other_plates")
 
 # Largest |x| whose square is a finite float32 (~1.8e19). Squared distances
 # (OT costs, W2, MMD kernels) of larger values are inf: a finite but huge
@@ -45,6 +50,10 @@ class Populations:
     masks: optional K bool arrays `[n_k, N]` marking the real points of
       padded point clouds (`event_shape = (N, D)`); padded points must be 0.
     info: free-form description printed by runs (e.g. "simulated").
+    sample_plates, source_plates: optional K arrays `[n_k]` / `[m_k]` of the
+      plate (batch) label of every sample / source sample; needed by a
+      `pairing` other than "pooled". Sources are stored sorted by plate.
+    pairing: one of `PAIRINGS`.
   """
 
   names: Sequence[str]
@@ -55,6 +64,9 @@ class Populations:
   sources: Sequence[np.ndarray] | None = None
   info: str = ""
   masks: Sequence[np.ndarray] | None = None
+  sample_plates: Sequence[np.ndarray] | None = None
+  source_plates: Sequence[np.ndarray] | None = None
+  pairing: str = "pooled"
 
   def __post_init__(self):
     k = len(self.names)
@@ -99,6 +111,7 @@ class Populations:
               f"need at least one sample of shape {shape}.")
         _check_finite(f"source samples of condition {name!r}", s)
         _check_magnitude(f"source samples of condition {name!r}", s)
+    self._check_pairing()
 
     if self.masks is not None:
       object.__setattr__(self, "masks", [np.asarray(m, bool) for m in self.masks])
@@ -110,6 +123,49 @@ class Populations:
         if empty.size:
           raise ValueError(f"Populations: condition {name!r} has {empty.size} empty point "
                            f"cloud(s) (all points masked), e.g. sample {empty[0]}.")
+
+  def _check_pairing(self) -> None:
+    if self.pairing not in PAIRINGS:
+      raise ValueError(f"Populations: unknown pairing {self.pairing!r}; valid: {PAIRINGS}.")
+    if self.pairing == "pooled":
+      return
+    if self.sources is None or self.sample_plates is None or self.source_plates is None:
+      raise ValueError(f"Populations: pairing {self.pairing!r} needs sources, sample_plates and "
+                       "source_plates (the plate of every sample and source sample).")
+    sample_plates = [np.asarray(p).astype(str) for p in self.sample_plates]
+    source_plates, sources = [], []
+    for name, s, x, sp, tp in zip(self.names, self.samples, self.sources, self.source_plates,
+                                  sample_plates):
+      sp = np.asarray(sp).astype(str)
+      if len(tp) != len(s) or len(sp) != len(x):
+        raise ValueError(f"Populations: condition {name!r} has {len(s)} samples / {len(x)} "
+                         f"sources but {len(tp)} / {len(sp)} plate labels.")
+      order = np.argsort(sp, kind="stable")  # one contiguous block per plate
+      source_plates.append(sp[order])
+      sources.append(x[order])
+      for plate in map(str, np.unique(tp)):
+        own = int(np.sum(sp == plate))
+        if self.pairing == "same_plate" and own == 0:
+          raise ValueError(
+              f"Populations: plate {plate!r} of condition {name!r} has no control (source) "
+              "samples, so same-plate pairing cannot draw one; use pairing='pooled' or "
+              "drop the plate.")
+        if self.pairing == "other_plates" and own == len(sp):
+          raise ValueError(
+              f"Populations: condition {name!r} has source samples from plate {plate!r} only; "
+              "other-plate pairing needs control samples from 2+ plates.")
+    object.__setattr__(self, "sample_plates", sample_plates)
+    object.__setattr__(self, "source_plates", source_plates)
+    object.__setattr__(self, "sources", sources)
+
+  def plate_ranges(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(lo [n_k], cnt [n_k])`: where each sample's own plate sits in `sources[k]`."""
+    if self.pairing == "pooled":
+      n = len(self.samples[k])
+      return np.zeros(n, np.int32), np.zeros(n, np.int32)
+    sp, tp = self.source_plates[k], self.sample_plates[k]
+    lo = np.searchsorted(sp, tp, "left")
+    return lo.astype(np.int32), (np.searchsorted(sp, tp, "right") - lo).astype(np.int32)
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -158,6 +214,8 @@ class Packed:
     descriptors: `[K, C]`.
     src, src_offsets, src_counts: the same for source samples (or a dummy
       one-row array with zero counts when the dataset has none).
+    plate_lo, plate_cnt: `[N_total]` where each sample's own plate sits in its
+      condition's sources (`Populations.plate_ranges`).
   """
 
   x: jax.Array
@@ -167,8 +225,11 @@ class Packed:
   src: jax.Array
   src_offsets: jax.Array
   src_counts: jax.Array
+  plate_lo: jax.Array | None = None
+  plate_cnt: jax.Array | None = None
   mask: jax.Array | None = None
   has_sources: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  pairing: str = dataclasses.field(default="pooled", metadata=dict(static=True))
 
 
 def _concat(arrays: Sequence[np.ndarray]):
@@ -187,9 +248,30 @@ def pack(pops: Populations) -> Packed:
     src_offsets = np.zeros_like(offsets)
     src_counts = np.zeros_like(counts)
   mask = None if pops.masks is None else jnp.asarray(np.concatenate(pops.masks, 0))
+  ranges = [pops.plate_ranges(k) for k in range(len(pops.names))]
   return Packed(*(jnp.asarray(a) for a in (
       x, offsets, counts, pops.descriptors, src, src_offsets, src_counts)),
-                mask=mask, has_sources=pops.sources is not None)
+                plate_lo=jnp.asarray(np.concatenate([r[0] for r in ranges])),
+                plate_cnt=jnp.asarray(np.concatenate([r[1] for r in ranges])),
+                mask=mask, has_sources=pops.sources is not None, pairing=pops.pairing)
+
+
+def source_index(u, offset, count, plate_lo, plate_cnt, pairing: str, xp=jnp):
+  """Index into the concatenated sources of one source draw per row, for `pairing`.
+
+  Args:
+    u: `[B]` uniforms in [0, 1).
+    offset, count: `[B]` where the row's condition's sources are.
+    plate_lo, plate_cnt: `[B]` the row's own plate within them.
+    xp: `jnp` inside jit, `np` for generation on the host (same draws).
+  """
+  if pairing == "same_plate":
+    return offset + plate_lo + xp.floor(u * plate_cnt).astype(xp.int32)
+  if pairing == "other_plates":
+    # Uniform over the condition's sources with the own plate's block cut out.
+    r = xp.floor(u * (count - plate_cnt)).astype(xp.int32)
+    return offset + r + xp.where(r >= plate_lo, plate_cnt, 0)
+  return offset + xp.floor(u * count).astype(xp.int32)
 
 
 def sample_batch(packed: Packed, rng: jax.Array, condition_ids: jax.Array, *,
@@ -204,8 +286,9 @@ def sample_batch(packed: Packed, rng: jax.Array, condition_ids: jax.Array, *,
   Returns:
     dict with `x1` `[B, *event]` targets, `cond` `[B, C]` descriptors,
     `group` `[B]` condition index (couplings may restrict pairs to a group),
-    `x0` `[B, *event]` source samples of the same condition when the
-    dataset has sources, and `mask1` `[B, N]` for padded point clouds.
+    `x0` `[B, *event]` source samples of the same condition (and, with
+    same-plate pairing, of each target row's plate) when the dataset has
+    sources, and `mask1` `[B, N]` for padded point clouds.
   """
   if batch_size % populations_per_batch:
     raise ValueError(
@@ -222,6 +305,7 @@ def sample_batch(packed: Packed, rng: jax.Array, condition_ids: jax.Array, *,
     batch["mask1"] = packed.mask[idx]
   if packed.has_sources:
     u0 = jax.random.uniform(c_rng, (batch_size,))
-    idx0 = packed.src_offsets[group] + jnp.floor(u0 * packed.src_counts[group]).astype(jnp.int32)
+    idx0 = source_index(u0, packed.src_offsets[group], packed.src_counts[group],
+                        packed.plate_lo[idx], packed.plate_cnt[idx], packed.pairing)
     batch["x0"] = packed.src[idx0]
   return batch

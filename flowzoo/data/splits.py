@@ -76,9 +76,12 @@ def assign_splits(compounds: Sequence[str], split: str | Sequence[str] = "cellfl
   elif isinstance(split, str) and ";" in split:
     wanted = [c.strip() for c in split.split(";") if c.strip()]
   elif isinstance(split, str):
-    raise ValueError(f"Unknown split {split!r}; use one of {sorted(NAMED_HELDOUT)}, "
-                     "'random', 'none', or a list of held-out compounds (a sequence, or one "
-                     "string separated by ';').")
+    if desc_lib.normalize_name(split) not in by_key:
+      raise ValueError(f"Unknown split {split!r}: not one of {sorted(NAMED_HELDOUT)}, 'random', "
+                       "'none', nor a treated compound of this dataset; a list of held-out "
+                       f"compounds is a sequence or one string separated by ';'. Treated "
+                       f"compounds: {treated}.")
+    wanted = [split]  # one held-out compound
   else:
     wanted = list(split)
   unknown = [c for c in wanted if desc_lib.normalize_name(c) not in by_key]

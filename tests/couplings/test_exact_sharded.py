@@ -62,7 +62,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def run(devices: int, solver: str, group_size=None) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")  # + conftest's flags
+             + f" --xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu")
   script = _SCRIPT.format(repo=str(REPO), solver=solver, group_size=group_size)
   # A timeout: a collective deadlock fails the test instead of hanging CI.

@@ -25,7 +25,7 @@ def wells(shared_data):
 
 
 def test_wells_by_compound(wells):
-  pops = B.bbbc021_wells(str(wells / WELLS), str(wells / FP))
+  pops = B.bbbc021_wells(str(wells / WELLS), str(wells / FP), split="cellflux")
   table = pd.read_csv(wells / WELLS)
   fp = pd.read_csv(wells / FP, index_col=0)
   # 38 compounds + DMSO in the CSV; AZ-A/C/J/U have no IMPA fingerprint.
@@ -175,8 +175,8 @@ def test_bad_input_messages(tmp_path):
     B.bbbc021_cells(str(path))
   onehot = B.bbbc021_cells(str(path), "onehot", split="none", group_by="compound")
   assert onehot.cond_dim == 3 and set(onehot.splits) == {"train"}
-  with pytest.raises(ValueError, match="needs path="):
-    B.bbbc021_wells()
+  with pytest.raises(FileNotFoundError, match="no well profile file.*nope.csv"):
+    B.bbbc021_wells(str(tmp_path / "nope.csv"))
 
 
 # ---------------------------------------------------------------- PCA
@@ -214,7 +214,7 @@ def test_sim_shapes_split_sources_and_info():
   assert len(pops.names) == 35 and pops.event_shape == (6,) and pops.cond_dim == 5
   assert {n for n, s in zip(pops.names, pops.splits) if s == "heldout"} == set(splits.CELLFLUX_HELDOUT)
   assert all(s.shape == (40, 6) for s in pops.samples)
-  assert "SIMULATED" in pops.info and "mixflow_bbbc021.py:wells" in pops.info
+  assert "SIMULATED" in pops.info and "mixflow_bbbc021.py" in pops.info
   # Every compound's sources are DMSO control cells of its own plates.
   ctrl = pops.sources[pops.names.index("DMSO")]
   assert ctrl.shape[0] == 10 * 64

@@ -64,5 +64,5 @@ def test_cli_typo_in_hidden_names_the_field():
   # with "the components cannot take data of event shape (2,) ...".
   from flowzoo.experiment import setup  # pylint: disable=import-outside-toplevel
   from tests.helpers import tiny_letters_config  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ValueError, match=r"^mlp: hidden widths must be a sequence of ints"):
+  with pytest.raises(ValueError, match=r"model 'mlp' do not fit: mlp: hidden widths must be a sequence of ints"):
     setup(tiny_letters_config(**{"model.hidden": ("hello",)}))

@@ -1,0 +1,124 @@
+"""Held-out compound evaluation: profile metrics of a run and of the trivial baselines.
+
+For compound-screen datasets (`PROFILE_DATASETS`), every run scores its
+generated wells of each evaluated split with `flowzoo.metrics_profiles`
+(unbiased MMD and energy, mean-profile RMSE, Pearson/cosine of the change
+from control, retrieval rank and top-1, MoA accuracy), in `eval.json`'s
+format: `results[metric][split] = {"mean", "per_condition"}` (the mean over
+compounds ignores NaN, e.g. a compound whose MoA no training compound has).
+`baseline_results` scores the `flowzoo.compound_baselines` the same way, so
+the report writer puts them in one table with the learned methods.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from flowzoo import compound_baselines
+from flowzoo import metrics_profiles as mprof
+from flowzoo.data.populations import Populations
+
+PROFILE_DATASETS = ("bbbc021_wells", "bbbc021_cells")
+METRICS = mprof.METRICS  # name -> higher is better
+SCORED_SPLITS = ("heldout", "validation")
+
+
+def applies(config) -> bool:
+  """True for a dataset whose conditions are compounds with control wells and MoA labels."""
+  return config.dataset.name in PROFILE_DATASETS and bool(config.dataset.get("control_sources",
+                                                                              True))
+
+
+class Reference:
+  """The real side of one split: wells, controls, retrieval candidates, an MoA classifier.
+
+  Args:
+    pops: the dataset (with control `sources` and a "moa" covariate).
+    split: the split whose conditions are scored.
+  """
+
+  def __init__(self, pops: Populations, split: str):
+    self.split = split
+    ids = pops.split_ids(split)
+    treated = [k for k in range(len(pops.names)) if np.any(pops.descriptors[k])]
+    moa = list(pops.covariates.get("moa", [""] * len(pops.names)))
+    self.reals = {pops.names[k]: pops.samples[k] for k in ids}
+    self.controls = {pops.names[k]: compound_baselines.control_wells(pops, k) for k in ids}
+    self.candidates = {pops.names[k]: pops.samples[k] for k in treated}
+    self.moa = {pops.names[k]: moa[k] for k in ids}
+    train = [k for k in pops.split_ids("train") if k in treated]
+    self.classifier = mprof.moa_classifier(
+        np.concatenate([pops.samples[k] for k in train]),
+        np.concatenate([[moa[k]] * len(pops.samples[k]) for k in train]))
+    self.moa_ceiling = self.score(self.reals)["moa_accuracy"][split]["mean"]
+
+  def score(self, preds: Mapping[str, np.ndarray]) -> dict:
+    """eval.json-format results of `preds` (condition name -> `[n, D]`) on this split."""
+    per = mprof.score_compounds(preds, self.reals, self.controls, candidates=self.candidates,
+                                moa=self.moa, classifier=self.classifier)
+    per.pop("info")
+    return {m: {self.split: {"mean": _nanmean(per[m].values()), "per_condition": per[m]}}
+            for m in METRICS}
+
+
+def _nanmean(values) -> float:
+  v = np.asarray(list(values), np.float64)
+  return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def _merge(into: dict, results: dict) -> dict:
+  for m, by_split in results.items():
+    into.setdefault(m, {}).update(by_split)
+  return into
+
+
+def score_run(pops: Populations, samples: Mapping[str, np.ndarray],
+              splits: Sequence[str]) -> dict:
+  """Profile metrics of a run's generated wells (`samples["<split>/<name>"]`)."""
+  out = {}
+  for split in splits:
+    if split not in SCORED_SPLITS or not pops.has_split(split):
+      continue
+    preds = {k.split("/", 1)[1]: v for k, v in samples.items() if k.startswith(f"{split}/")}
+    if preds:
+      _merge(out, Reference(pops, split).score(preds))
+  return out
+
+
+def baseline_results(pops: Populations, splits: Sequence[str]) -> dict[str, dict]:
+  """`{baseline kind: eval.json-format results}` of `compound_baselines` on `splits`."""
+  out = {kind: {} for kind in compound_baselines.KINDS}
+  for split in splits:
+    if split not in SCORED_SPLITS or not pops.has_split(split):
+      continue
+    ref = Reference(pops, split)
+    for kind, preds in compound_baselines.predict(pops, split).items():
+      _merge(out[kind], ref.score(preds))
+  return out
+
+
+def add_baselines(config, split: str, results: dict, seeds: Sequence[int]) -> dict:
+  """Puts the trivial baselines' results into a report's `results` (one per seed: they
+  are deterministic) and returns the `report.summarize` extras for the table.
+
+  Args:
+    config: the runs' config (its dataset is rebuilt: the baselines need the real wells).
+    split: the tabulated split.
+    results: `(point name, seed) -> eval results`, extended in place.
+  Returns:
+    {"names": baseline point names, "metrics", "higher", "descriptions", "notes"}.
+  """
+  from flowzoo import build  # pylint: disable=import-outside-toplevel
+  pops = build.build_dataset(config)
+  by_kind = baseline_results(pops, [split])
+  for kind, res in by_kind.items():
+    for s in seeds:
+      results[kind, s] = res
+  ceiling = Reference(pops, split).moa_ceiling if split in SCORED_SPLITS else float("nan")
+  return {"names": list(by_kind), "metrics": list(METRICS),
+          "higher": [m for m, up in METRICS.items() if up],
+          "descriptions": dict(compound_baselines.KINDS),
+          "notes": [f"MoA accuracy of the same classifier on the real {split} wells (its "
+                    f"ceiling): {ceiling:.3g}. Baselines use real wells only, no seed."]}
