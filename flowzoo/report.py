@@ -100,6 +100,33 @@ def verdicts(summary: dict) -> list[str]:
         lost.append(f"{m} ({', '.join(winners)})")
     lines.append(f"{r['name']} does not beat the trivial baseline(s) on: " + "; ".join(lost) + "."
                  if lost else f"{r['name']} beats every trivial baseline on every metric.")
+  lines += _paired_lines(summary)
+  return lines
+
+
+def _paired_lines(summary: dict) -> list[str]:
+  """Each learned row vs the reference row, paired over seeds (`paired_comparison`)."""
+  from flowzoo.metrics_profiles import paired_comparison  # pylint: disable=import-outside-toplevel
+  rows, ref = summary["points"], summary.get("reference")
+  ref_row = next((r for r in rows if r["name"] == ref), None)
+  if ref_row is None or len(summary["seeds"]) < 2:
+    return []
+  higher = set(summary.get("higher", ()))
+  lines = []
+  for r in rows:
+    if r is ref_row or r["name"] in set(summary.get("baselines", ())):
+      continue
+    parts = []
+    for m in summary["metrics"]:
+      a, b = r["metrics"][m]["values"], ref_row["metrics"][m]["values"]
+      if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        continue
+      c = paired_comparison(a, b, m in higher)
+      parts.append(f"{m} {c['mean_diff']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}], better in "
+                   f"{c['a_wins']}/{c['n_seeds']}")
+    if parts:
+      lines.append(f"{r['name']} - {ref} (paired over seeds, 95 % t-interval): "
+                   + "; ".join(parts) + ".")
   return lines
 
 

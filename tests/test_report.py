@@ -54,3 +54,11 @@ def test_intervals_over_conditions_and_verdicts_against_baselines():
   assert "a does not beat the trivial baseline(s) on: rmse (base)." in table
   assert "b does not beat the trivial baseline(s) on: rmse (base); top1 (base)." not in table
   assert "b does not beat the trivial baseline(s) on: rmse (base)." in table  # top1 tie: 0 = 0
+
+
+def test_paired_comparison_over_seeds_against_the_reference():
+  s = _summary([1.0, 2.0, 3.0], [2.0, 2.5, 3.5])  # a - b = -1, -0.5, -0.5: a better in 3/3
+  s["reference"] = "b"
+  table = report.format_table(s)
+  assert "a - b (paired over seeds, 95 % t-interval): w2 -0.667 [" in table
+  assert "better in 3/3." in table
