@@ -46,12 +46,25 @@ def control_wells(pops: Populations, k: int) -> np.ndarray:
   return src[own] if own.any() else src
 
 
+def is_control(pops: Populations, k: int) -> bool:
+  """Whether condition k is the control: the loader's "control" covariate, else (datasets
+  without it) the zero descriptor of the convention (a descriptor PCA moves it off zero)."""
+  flags = pops.covariates.get("control")
+  return bool(flags[k]) if flags is not None else not np.any(pops.descriptors[k])
+
+
+def treated_ids(pops: Populations, splits: tuple[str, ...]) -> np.ndarray:
+  """Conditions of `splits` that are not the control."""
+  return np.asarray([k for k, s in enumerate(pops.splits)
+                     if s in splits and not is_control(pops, k)], np.int64)
+
+
 def _train_ids(pops: Populations) -> np.ndarray:
-  """Training conditions that are not the control (zero descriptor by convention)."""
-  ids = [k for k in pops.split_ids("train") if np.any(pops.descriptors[k])]
-  if not ids:
+  """Training conditions that are not the control."""
+  ids = treated_ids(pops, ("train",))
+  if not ids.size:
     raise ValueError("compound baselines need at least one treated training compound.")
-  return np.asarray(ids)
+  return ids
 
 
 def predict(pops: Populations, split: str = "heldout") -> dict[str, dict[str, np.ndarray]]:

@@ -23,6 +23,7 @@ from flowzoo.data.populations import Populations
 PROFILE_DATASETS = ("bbbc021_wells", "bbbc021_cells")
 METRICS = mprof.METRICS  # name -> higher is better
 SCORED_SPLITS = ("heldout", "validation")
+SPLITS_ALL = ("train", "validation", "heldout")
 
 
 def applies(config) -> bool:
@@ -42,25 +43,36 @@ class Reference:
   def __init__(self, pops: Populations, split: str):
     self.split = split
     ids = pops.split_ids(split)
-    treated = [k for k in range(len(pops.names)) if np.any(pops.descriptors[k])]
-    moa = list(pops.covariates.get("moa", [""] * len(pops.names)))
+    moa = [str(m) for m in pops.covariates.get("moa", [""] * len(pops.names))]
     self.reals = {pops.names[k]: pops.samples[k] for k in ids}
     self.controls = {pops.names[k]: compound_baselines.control_wells(pops, k) for k in ids}
-    self.candidates = {pops.names[k]: pops.samples[k] for k in treated}
+    # Retrieval ranks among the compounds this split may see: scoring the
+    # validation split never looks at held-out compounds.
+    seen = ("train", "validation") if split == "validation" else SPLITS_ALL
+    self.candidates = {pops.names[k]: pops.samples[k]
+                       for k in compound_baselines.treated_ids(pops, seen)}
     self.moa = {pops.names[k]: moa[k] for k in ids}
-    train = [k for k in pops.split_ids("train") if k in treated]
+    train = compound_baselines.treated_ids(pops, ("train",))
+    labels = [moa[k] for k in train]
+    # MoA accuracy needs labels: without 2+ training MoAs it is NaN (not an error).
     self.classifier = mprof.moa_classifier(
         np.concatenate([pops.samples[k] for k in train]),
-        np.concatenate([[moa[k]] * len(pops.samples[k]) for k in train]))
-    self.moa_ceiling = self.score(self.reals)["moa_accuracy"][split]["mean"]
+        np.concatenate([[moa[k]] * len(pops.samples[k]) for k in train])) \
+        if len(set(labels) - {""}) >= 2 else None
+    self.moa_reference = self.score(self.reals)["moa_accuracy"][split]["mean"]
 
   def score(self, preds: Mapping[str, np.ndarray]) -> dict:
     """eval.json-format results of `preds` (condition name -> `[n, D]`) on this split."""
     per = mprof.score_compounds(preds, self.reals, self.controls, candidates=self.candidates,
-                                moa=self.moa, classifier=self.classifier)
+                                moa=self.moa, classifier=self.classifier or _NoClasses())
     per.pop("info")
     return {m: {self.split: {"mean": _nanmean(per[m].values()), "per_condition": per[m]}}
             for m in METRICS}
+
+
+class _NoClasses:
+  """A classifier that knows no MoA: every compound's `moa_accuracy` is NaN."""
+  classes_ = ()
 
 
 def _nanmean(values) -> float:
@@ -112,13 +124,18 @@ def add_baselines(config, split: str, results: dict, seeds: Sequence[int]) -> di
   """
   from flowzoo import build  # pylint: disable=import-outside-toplevel
   pops = build.build_dataset(config)
+  if split not in SCORED_SPLITS or not pops.has_split(split):
+    return {"names": [], "metrics": list(METRICS), "higher": [m for m, up in METRICS.items()
+                                                               if up],
+            "descriptions": {}, "notes": []}
   by_kind = baseline_results(pops, [split])
   for kind, res in by_kind.items():
     for s in seeds:
       results[kind, s] = res
-  ceiling = Reference(pops, split).moa_ceiling if split in SCORED_SPLITS else float("nan")
+  reference = Reference(pops, split).moa_reference
   return {"names": list(by_kind), "metrics": list(METRICS),
           "higher": [m for m, up in METRICS.items() if up],
           "descriptions": dict(compound_baselines.KINDS),
-          "notes": [f"MoA accuracy of the same classifier on the real {split} wells (its "
-                    f"ceiling): {ceiling:.3g}. Baselines use real wells only, no seed."]}
+          "notes": [f"MoA accuracy of the same classifier on the real {split} wells (a "
+                    f"reference, not a bound): {reference:.3g}. Baselines use real wells only, "
+                    "no seed."]}

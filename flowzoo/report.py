@@ -12,7 +12,7 @@ number in `results/*.md` is exactly what the runner computed:
     results_page   a section of `results/<config>.md`: the command and its table
 
 Lower is better unless a metric is listed in the summary's `higher`
-(e.g. `top1`, `moa_accuracy`); headers of those carry an up arrow.
+(e.g. `top1`, `moa_accuracy`); their headers say "higher better".
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+
+MIN_CI_CONDITIONS = 5
 
 
 def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
@@ -42,7 +45,7 @@ def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
     the population std (0 for one seed); a metric or split a run lacks is
     reported as NaN. "ci" is the 95 % percentile bootstrap interval over the
     conditions of their seed-averaged values (`metrics_profiles.bootstrap_ci`),
-    None when the results carry no per-condition values.
+    None without per-condition values or with fewer than `MIN_CI_CONDITIONS`.
   """
   from flowzoo.metrics_profiles import bootstrap_ci  # pylint: disable=import-outside-toplevel
   rows = []
@@ -54,7 +57,9 @@ def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
       vals = [float(r.get("mean", np.nan)) for r in by_seed]
       per = [r.get("per_condition") for r in by_seed]
       ci = None
-      if all(per) and len({tuple(c) for c in per}) == 1:  # the same conditions in every seed
+      # The same conditions in every seed, and enough of them for an interval
+      # (with 2 letters a "95 %" bootstrap interval is just [min, max]).
+      if all(per) and len({tuple(c) for c in per}) == 1 and len(per[0]) >= MIN_CI_CONDITIONS:
         with warnings.catch_warnings():  # a condition NaN in every seed stays NaN
           warnings.simplefilter("ignore", RuntimeWarning)
           per_cond = np.nanmean([[c[n] for n in per[0]] for c in per], axis=0)
@@ -94,8 +99,9 @@ def verdicts(summary: dict) -> list[str]:
     lost = []
     for m in ms:
       v = r["metrics"][m]["mean"]
-      winners = [b["name"] for b in base
-                 if _better(b["metrics"][m]["mean"], v, m in higher)]
+      # A NaN learned value beats nothing (NaN comparisons are all False).
+      winners = [b["name"] for b in base if np.isfinite(b["metrics"][m]["mean"])
+                 and (not np.isfinite(v) or _better(b["metrics"][m]["mean"], v, m in higher))]
       if winners:
         lost.append(f"{m} ({', '.join(winners)})")
     lines.append(f"{r['name']} does not beat the trivial baseline(s) on: " + "; ".join(lost) + "."

@@ -168,7 +168,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
                            f"add it to eval.splits.")
       except ValueError as e:
         raise ValueError(f"sweep point {p.name!r} (seed {s}): {e}") from e
-  metrics = tuple(metrics or config.eval.metrics)
+  metrics_arg, metrics = metrics, tuple(metrics or config.eval.metrics)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   results = {}
@@ -193,7 +193,8 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
   if compound_eval.applies(config) and same_data:  # the trivial baselines as rows
     more = compound_eval.add_baselines(config, split, results, seeds)
     points = list(points) + [Point(n) for n in more["names"]]
-    extras = dict(metrics=more["metrics"], higher=more["higher"], baselines=more["names"])
+    extras = dict(metrics=tuple(metrics_arg) if metrics_arg else more["metrics"],
+                  higher=more["higher"], baselines=more["names"])
     notes = more["notes"]
   summary = report.summarize(points, seeds, results, split=split, **extras)
   summary.update(title=title, reference=reference, notes=notes)

@@ -37,23 +37,30 @@ def test_results_page_replaces_its_own_section_and_keeps_others(tmp_path):
 
 
 def test_intervals_over_conditions_and_verdicts_against_baselines():
-  per = {"a": {"c1": 1.0, "c2": 3.0}, "b": {"c1": 2.0, "c2": 2.0}, "base": {"c1": 0.5, "c2": 0.5}}
+  conds = [f"c{i}" for i in range(5)]
+  per = {"a": dict(zip(conds, [1.0, 3.0, 1.0, 3.0, 2.0])), "b": dict.fromkeys(conds, 2.0),
+         "base": dict.fromkeys(conds, 0.5), "nan": dict.fromkeys(conds, float("nan"))}
   results = {(n, 0): {"rmse": {"heldout": {"mean": float(np.mean(list(v.values()))),
                                            "per_condition": v}},
                       "top1": {"heldout": {"mean": 1.0 if n == "a" else 0.0,
-                                           "per_condition": {"c1": 1.0, "c2": 1.0}}}}
+                                           "per_condition": dict.fromkeys(conds, 1.0)}}}
              for n, v in per.items()}
-  s = report.summarize([Point("a"), Point("b"), Point("base")], [0], results, split="heldout",
+  s = report.summarize([Point(n) for n in per], [0], results, split="heldout",
                        metrics=("rmse", "top1"), higher=("top1",), baselines=("base",))
   a = s["points"][0]["metrics"]["rmse"]
-  assert a["mean"] == 2.0 and a["ci"] == [1.0, 3.0]  # bootstrap over 2 conditions: min..max
+  assert a["mean"] == 2.0 and 1.0 <= a["ci"][0] < 2.0 < a["ci"][1] <= 3.0
   assert s["points"][1]["metrics"]["rmse"]["ci"] == [2.0, 2.0]
   table = report.format_table(s)
   assert "| base (baseline) |" in table and "top1 (heldout, higher better)" in table
   assert "Best per metric: rmse: base; top1: a." in table
   assert "a does not beat the trivial baseline(s) on: rmse (base)." in table
-  assert "b does not beat the trivial baseline(s) on: rmse (base); top1 (base)." not in table
   assert "b does not beat the trivial baseline(s) on: rmse (base)." in table  # top1 tie: 0 = 0
+  assert "nan does not beat the trivial baseline(s) on: rmse (base)." in table  # NaN loses
+  # Too few conditions for an interval: none (2 letters would give [min, max]).
+  two = {k: {m: {"heldout": {"mean": 1.0, "per_condition": {"x": 1.0, "y": 1.0}}}
+             for m in ("rmse",)} for k in results}
+  s2 = report.summarize([Point(n) for n in per], [0], two, split="heldout", metrics=("rmse",))
+  assert s2["points"][0]["metrics"]["rmse"]["ci"] is None
 
 
 def test_paired_comparison_over_seeds_against_the_reference():

@@ -6,7 +6,7 @@ dataset's same-plate pairing, in training and generation), independent pairing, 
 condition dropout p_c = 0.2 and classifier-free guidance 1.2 at generation,
 and noise augmentation of x0 with probability p_e = 0.5, eps ~ N(0, I)
 (Eq. 5, Algorithm 1). At generation x0 gets N(0, I) noise too, as CellFlux's
-code does (`base.inference_noise=1.0`; the paper's Algorithm 1 has none):
+code does (`method.inference_noise=1.0`; the paper's Algorithm 1 has none):
 without it a compound's "500 generated wells" would be one deterministic
 path per control well, 12-18 distinct points. Everything else is the shared BBBC021 set-up
 (`bbbc021_common.py`: data and variants, velocity network, optimizer,
@@ -18,6 +18,8 @@ budget.
     python -m experiments.run --config=cellflux_bbbc021.py --workdir=/tmp/cellflux_bbbc021
     python -m experiments.run --config=cellflux_bbbc021.py --workdir=DIR \
         --config.coupling.name=sinkhorn        # "CellFlux with an OT coupling"
+        # (an OT coupling re-pairs sources and targets within the minibatch,
+        # so a source's plate need not be its target's any more)
     python -m experiments.run --config=cellflux_bbbc021.py --workdir=DIR \
         --config.dataset.pairing=other_plates  # Table 2d: sources from other plates
 
@@ -31,8 +33,8 @@ from flowzoo import config as config_lib
 # CellFlux's method choices; also the `cellflux` point of mixflow_bbbc021's
 # `methods` sweep (as dotted overrides of the main job's config).
 METHOD = dict(name="cfm", sigma=0.0, p_uncond=0.2, group_coupling=True, source_noise=1.0,
-              source_noise_prob=0.5)
-BASE = dict(name="empirical", inference_noise=1.0)
+              source_noise_prob=0.5, inference_noise=1.0)
+BASE = dict(name="empirical")
 COUPLING = dict(name="independent")
 GUIDANCE = 1.2
 

@@ -214,7 +214,7 @@ def populations_from_rows(features: np.ndarray, meta: pd.DataFrame, *, source: s
     raise ValueError(f"{source}: control_sources=True but no {list(controls)} rows.")
   out = dict(names=[], samples=[], descriptors=[], splits=[], sources=[], sample_plates=[],
              source_plates=[])
-  cov = dict(compound=[], moa=[], dose=[], plates=[])
+  cov = dict(compound=[], moa=[], dose=[], plates=[], control=[])
   for (c, d), rows in sorted(groups.items(), key=lambda kv: (desc_lib.normalize_name(kv[0][0]),
                                                               kv[0][1] or 0.0)):
     rows = np.asarray(rows)
@@ -232,6 +232,7 @@ def populations_from_rows(features: np.ndarray, meta: pd.DataFrame, *, source: s
       out["source_plates"].append(plates[src])
       out["sample_plates"].append(plates[rows])
     cov["compound"].append(c)
+    cov["control"].append(desc_lib.normalize_name(c) in ctrl_keys)
     cov["moa"].append("/".join(sorted(set(map(str, meta[moa_key].iloc[rows])))) if moa_key else "")
     cov["dose"].append(float(d) if d is not None else float("nan"))
     cov["plates"].append(",".join(sorted(set(plates[rows]))))

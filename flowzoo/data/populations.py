@@ -132,6 +132,9 @@ class Populations:
     if self.sources is None or self.sample_plates is None or self.source_plates is None:
       raise ValueError(f"Populations: pairing {self.pairing!r} needs sources, sample_plates and "
                        "source_plates (the plate of every sample and source sample).")
+    if not len(self.sample_plates) == len(self.source_plates) == len(self.names):
+      raise ValueError(f"Populations: {len(self.names)} conditions but {len(self.sample_plates)} "
+                       f"sample_plates and {len(self.source_plates)} source_plates arrays.")
     sample_plates = [np.asarray(p).astype(str) for p in self.sample_plates]
     source_plates, sources = [], []
     for name, s, x, sp, tp in zip(self.names, self.samples, self.sources, self.source_plates,

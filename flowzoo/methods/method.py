@@ -162,6 +162,10 @@ class Method:
     del step
     return self.base.sample(params["base"], rng, batch, train=False)
 
+  def generation_sources(self, params: Params, rng: jax.Array, batch: dict) -> jax.Array:
+    """x0 at generation, one per row of `batch` `[B, *event]`: the base's own draw."""
+    return self.base.sample(params["base"], rng, batch, train=False)
+
   def pair_cost(self, x0: jax.Array, batch: dict) -> jax.Array | None:
     """`[B, B]` cost between sources and targets for OT couplings; None: the coupling's own."""
     del x0, batch
@@ -238,7 +242,7 @@ class Method:
 
     With `save_at`, returns `(x1, trajectory [len(save_at), B, *event])`.
     """
-    x0 = self.base.sample(params["base"], rng, batch, train=False)
+    x0 = self.generation_sources(params, rng, batch)
     return integrate(self.velocity_fn(params, batch, guidance), x0, solver=solver,
                      num_steps=num_steps, save_at=save_at)
 

@@ -132,10 +132,27 @@ def test_plate_control_standardisation_and_control_value():
 
 
 def test_every_loader_argument_is_settable_from_the_command_line():
-  from experiments.configs import mixflow_bbbc021  # pylint: disable=import-outside-toplevel
-  from flowzoo.config import apply_overrides  # pylint: disable=import-outside-toplevel
-  c = mixflow_bbbc021.get_config("runlocal")
-  c = apply_overrides(c, {"dataset.pca_components": 50, "dataset.descriptor_components": 8,
-                          "dataset.append_log_dose": False, "dataset.splits_dir": "/x",
-                          "dataset.control_value": "DMSO", "dataset.standardize": "none"})
-  assert c.dataset.pca_components == 50 and c.dataset.splits_dir == "/x"
+  # They used to fail with a bare AttributeError: None defaults were not config fields.
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from experiments import cli  # pylint: disable=import-outside-toplevel
+  argv = ["prog", "--config=mixflow_bbbc021.py:runlocal", "--config.dataset.pca_components=50",
+          "--config.dataset.descriptor_components=8", "--config.dataset.append_log_dose=False",
+          "--config.dataset.splits_dir=/x", "--config.dataset.control_value=vehicle",
+          "--config.dataset.standardize=plate_controls"]
+  argv = cli.rewrite_argv(argv)
+  fv = flags.FlagValues()
+  cli.define_config_flag(flag_values=fv, sys_argv=argv)
+  fv(argv)
+  d = fv.config.dataset
+  assert (d.pca_components, d.descriptor_components, d.append_log_dose, d.splits_dir,
+          d.control_value, d.standardize) == (50, 8, False, "/x", "vehicle", "plate_controls")
+
+
+def test_the_control_stays_the_control_after_a_descriptor_pca():
+  from flowzoo import compound_baselines  # pylint: disable=import-outside-toplevel
+  pops = B.bbbc021_wells(descriptor_components=10)
+  dmso = pops.names.index("DMSO")
+  assert np.any(pops.descriptors[dmso])  # the centred PCA moves the zero descriptor
+  assert compound_baselines.is_control(pops, dmso)
+  assert dmso not in compound_baselines.treated_ids(pops, ("train", "validation", "heldout"))
+  assert len(compound_baselines.treated_ids(pops, ("train", "validation", "heldout"))) == 34

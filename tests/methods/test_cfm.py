@@ -48,8 +48,24 @@ def test_no_noise_by_default_and_none_at_generation():
   np.testing.assert_allclose(np.asarray(traj)[0], small["x0"])
 
 
+def test_inference_noise_at_generation_only():
+  batch = _batch()
+  m = _cfm(inference_noise=1.0)
+  # Training pairs start from the measured sources: no inference noise there.
+  x0 = m.pair({"base": {}}, m.split_keys(jax.random.key(1)), batch, 0).x0
+  np.testing.assert_array_equal(x0, batch["x0"])
+  small = {k: v[:500] for k, v in batch.items()}
+  small["x0"] = np.repeat(small["x0"][:5], 100, axis=0)  # 5 control samples, 100 draws each
+  params = m.init(jax.random.key(0), small)
+  _, traj = m.generate(params, jax.random.key(2), small, num_steps=2, save_at=(0.0, 1.0))
+  start = np.asarray(traj)[0]
+  assert abs((start - small["x0"]).std() - 1.0) < 0.05  # x0 + N(0, I)
+  assert len(np.unique(np.asarray(traj)[1], axis=0)) == 500  # distinct samples, not 5 paths
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(source_noise=-1.0), "source_noise must be >= 0"),
+    (dict(inference_noise=-1.0), "inference_noise must be >= 0"),
     (dict(source_noise_prob=1.5), r"source_noise_prob must be in \[0, 1\]"),
 ])
 def test_bad_source_noise(kwargs, match):
