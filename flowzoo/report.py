@@ -64,7 +64,9 @@ def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
           warnings.simplefilter("ignore", RuntimeWarning)
           per_cond = np.nanmean([[c[n] for n in per[0]] for c in per], axis=0)
         ci = [float(x) for x in bootstrap_ci(per_cond)[1:]]
-      row["metrics"][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
+      # Equal values (a deterministic baseline) have std 0, not rounding noise.
+      std = 0.0 if len(set(vals)) == 1 else float(np.std(vals))
+      row["metrics"][m] = {"mean": float(np.mean(vals)), "std": std,
                            "values": vals, "ci": ci}
     rows.append(row)
   return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows,
