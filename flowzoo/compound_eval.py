@@ -27,7 +27,7 @@ SPLITS_ALL = ("train", "validation", "heldout")
 
 
 def applies(config) -> bool:
-  """True for a dataset whose conditions are compounds with control wells and MoA labels."""
+  """True for a compound screen with control wells (without MoA labels, MoA accuracy is NaN)."""
   return config.dataset.name in PROFILE_DATASETS and bool(config.dataset.get("control_sources",
                                                                               True))
 
