@@ -165,7 +165,8 @@ def populations_from_rows(features: np.ndarray, meta: pd.DataFrame, *, source: s
   pops = Populations(names=out["names"], samples=out["samples"],
                      descriptors=np.stack(out["descriptors"]), splits=out["splits"],
                      covariates=cov, sources=out["sources"] if control_sources else None,
-                     info=info)
+                     info=info, titles=[f"{n} ({m})" if m else n
+                                        for n, m in zip(out["names"], cov["moa"])])
   return reduce_populations(pops, pca_components) if pca_components else pops
 
 
