@@ -30,18 +30,23 @@ def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
     results: `(point name, seed) -> eval results` (eval.json contents).
   Returns:
     {"split", "metrics", "seeds", "points": [{"name", "overrides",
-    "metrics": {m: {"mean", "std", "values"}}}]}. std is the population std
-    (0 for one seed); a metric or split a run lacks is reported as NaN.
+    "metrics": {m: {"mean", "std", "values", "per_condition"}}}]}: std is the
+    population std (0 for one seed); values the split mean of each seed;
+    per_condition maps each condition to its value of each seed. A metric
+    or split a run lacks is reported as NaN.
   """
   rows = []
   for p in points:
     row = {"name": p.name, "overrides": {k: _jsonable(v) for k, v in p.overrides.items()},
            "metrics": {}}
     for m in metrics:
-      vals = [float(results[p.name, s].get(m, {}).get(split, {}).get("mean", np.nan))
-              for s in seeds]
-      row["metrics"][m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
-                           "values": vals}
+      runs = [results[p.name, s].get(m, {}).get(split, {}) for s in seeds]
+      vals = [float(r.get("mean", np.nan)) for r in runs]
+      conds = list(dict.fromkeys(c for r in runs for c in r.get("per_condition", {})))
+      row["metrics"][m] = {
+          "mean": float(np.mean(vals)), "std": float(np.std(vals)), "values": vals,
+          "per_condition": {c: [float(r.get("per_condition", {}).get(c, np.nan)) for r in runs]
+                            for c in conds}}
     rows.append(row)
   return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows}
 
@@ -55,12 +60,13 @@ def format_table(summary: dict) -> str:
   ms, ref = summary["metrics"], summary.get("reference")
   ref_row = next((r for r in summary["points"] if r["name"] == ref), None)
   n = len(summary["seeds"])
-  head = ["point"] + [f"{m} ({summary['split']})" for m in ms]
+  arms = summary.get("arms", {})
+  head = ["point"] + (["what it is"] if arms else []) + [f"{m} ({summary['split']})" for m in ms]
   if ref_row is not None:
     head.append(f"change vs {ref} ({'/'.join(ms)})")
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in summary["points"]:
-    cells = [r["name"]]
+    cells = [r["name"]] + ([arms.get(r["name"], "")] if arms else [])
     for m in ms:
       v = r["metrics"][m]
       cells.append(f"{v['mean']:.4g} ± {v['std']:.2g}" if n > 1 else f"{v['mean']:.4g}")
@@ -68,10 +74,10 @@ def format_table(summary: dict) -> str:
       cells.append(" / ".join(_pct(r["metrics"][m]["mean"], ref_row["metrics"][m]["mean"])
                               for m in ms))
     lines.append("| " + " | ".join(cells) + " |")
-  foot = f"\n{n} seed(s): {summary['seeds']}" + (" (mean ± std over seeds)" if n > 1 else "")
+  foot = (f"\n{n} seed(s): {summary['seeds']}" + (" (mean ± std over seeds)" if n > 1 else "")
+          + "; lower is better for every metric.")
   title = f"{summary['title']}\n\n" if summary.get("title") else ""
-  arms = "".join(f"\n  {name}: {what}" for name, what in summary.get("arms", {}).items())
-  return title + "\n".join(lines) + foot + ("\nArms:" + arms if arms else "")
+  return title + "\n".join(lines) + foot
 
 
 def _pct(x: float, ref: float) -> str:
@@ -97,25 +103,54 @@ def write_outputs(summary: dict, workdir: str | Path, stem: str = "sweep") -> No
 
 
 def plot(summary: dict, path: str | Path) -> None:
-  """One bar panel per metric: point means with std-over-seeds error bars."""
+  """Writes `figure(summary)` to `path`."""
+  fig = figure(summary)
+  fig.savefig(path, dpi=110)
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt.close(fig)
+
+
+def figure(summary: dict):
+  """One panel per metric: per point, its conditions' values and its split mean.
+
+  Each small dot is one condition (its mean over seeds), so a point that
+  wins on average but loses on some conditions shows it; the large marker
+  is the split mean, with an error bar of the std over seeds only when
+  there are at least 2 seeds (one seed has no spread to show). Every axis
+  says "lower is better".
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")  # headless: files only
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   ms, rows = summary["metrics"], summary["points"]
   names = [r["name"] for r in rows]
-  fig, axes = plt.subplots(1, len(ms), figsize=(max(3.0, 0.6 * len(rows) + 1.5) * len(ms), 3.2),
+  multi = len(summary["seeds"]) >= 2
+  fig, axes = plt.subplots(1, len(ms), figsize=(max(3.0, 0.7 * len(rows) + 1.5) * len(ms), 3.6),
                            squeeze=False)
+  jitter = np.random.default_rng(0)  # fixed: the figure is reproducible
   for ax, m in zip(axes[0], ms):
-    means = [r["metrics"][m]["mean"] for r in rows]
-    stds = [r["metrics"][m]["std"] for r in rows]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(rows)), names, rotation=45 if len(rows) > 3 else 0, ha="right"
-                  if len(rows) > 3 else "center", fontsize=8)
-    ax.set_title(f"{m} ({summary['split']})", fontsize=9)
-  fig.suptitle(summary.get("title") or "sweep", fontsize=9)
+    for i, r in enumerate(rows):
+      v = r["metrics"][m]
+      per = [np.nanmean(x) for x in v.get("per_condition", {}).values()]
+      if per:
+        ax.scatter(i + jitter.uniform(-0.18, 0.18, len(per)), per, s=9, color="0.55",
+                   alpha=0.8, linewidths=0, zorder=2,
+                   label="one condition" if i == 0 else None)
+      ax.errorbar(i, v["mean"], yerr=v["std"] if multi else None, fmt="D", color="tab:blue",
+                  ms=6, capsize=4 if multi else 0, zorder=3,
+                  label=("split mean ± std over seeds" if multi else "split mean")
+                  if i == 0 else None)
+    ax.set_xticks(range(len(rows)), names, rotation=45 if len(rows) > 3 else 0,
+                  ha="right" if len(rows) > 3 else "center", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylabel(f"{m} ({summary['split']}), lower is better", fontsize=8)
+    ax.set_title(m, fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+  seeds = summary["seeds"]
+  fig.suptitle(f"{summary.get('title') or 'sweep'} ({len(seeds)} seed{'s' if multi else ''})",
+               fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return fig
 
 
 def results_page(summary: dict, page: str | Path, *, section: str, command: str) -> Path:
@@ -134,8 +169,7 @@ def results_page(summary: dict, page: str | Path, *, section: str, command: str)
     the page path.
   """
   page = Path(page)
-  body = (f"## {section}\n\n```\n{command}\n```\n\n{format_table(summary)}\n\n"
-          "Lower is better for every metric.\n")
+  body = f"## {section}\n\n```\n{command}\n```\n\n{format_table(summary)}\n"
   text = page.read_text() if page.exists() else f"# Results: {page.stem}\n\n" \
       "Written by `flowzoo.report.results_page` (`python -m experiments.sweep ... " \
       "--results=...`); do not edit the tables by hand.\n\n"
