@@ -173,7 +173,7 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False,
   """
   workdir = Path(workdir)
   console = console or Console()
-  if not reevaluate and not overwrite and config_lib.finished_run(config, workdir):
+  if not reevaluate and config_lib.finished_run(config, workdir):
     console.say(f"{workdir} holds this config's finished run with the same evaluation "
                 f"settings: reusing its eval.json (--reevaluate scores it again).")
     results = json.loads((workdir / "eval.json").read_text())

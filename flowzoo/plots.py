@@ -49,7 +49,9 @@ def _pair(top, bottom, real: np.ndarray, fake: np.ndarray, title: str) -> None:
   centre, half = (lo + hi) / 2, 0.65 * (hi - lo).max() + 1e-6
   for ax, pts, colour in ((top, real, REAL), (bottom, fake, GENERATED)):
     ax.set_axis_on()
-    ax.scatter(*_thin(pts).T, s=1.5, c=colour, linewidths=0, rasterized=True)
+    # Small markers for a dense silhouette, larger ones so a few dozen cells show.
+    ax.scatter(*_thin(pts).T, s=1.5 if len(pts) > 300 else 8, c=colour, linewidths=0,
+               rasterized=True)
     ax.set_xlim(centre[0] - half, centre[0] + half)
     ax.set_ylim(centre[1] - half, centre[1] + half)
     ax.set_aspect("equal")

@@ -13,6 +13,7 @@ def tiny_letters_config(**overrides):
   c.model.hidden = (16, 16)
   c.model.cond_embed = 8
   c.data.batch_size = 16
+  c.data.populations_per_batch = 1
   c.train.steps = 8
   c.train.steps_per_dispatch = 4
   c.train.log_every = 4

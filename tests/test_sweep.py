@@ -83,7 +83,7 @@ def test_points_differing_only_in_evaluation_are_trained_once(tmp_path, capsys):
   grid = [("S", {"dataset.val_letter": "S"}), ("H", {"dataset.val_letter": "H"})]
   sweep_lib.run_sweep(c, grid, tmp_path / "sweep", seeds=(0,))
   out = capsys.readouterr().out
-  assert "H seed 0: trains exactly as S" in out and "evaluating only" in out
+  assert "[run 2/2 (H seed 0)] trains exactly as S" in out and "evaluating only" in out
   s_dir, h_dir = tmp_path / "sweep" / "S" / "seed0", tmp_path / "sweep" / "H" / "seed0"
   assert (h_dir / "train_metrics.jsonl").read_text() == (s_dir / "train_metrics.jsonl").read_text()
   assert json.loads((h_dir / "config.json").read_text())["dataset"]["val_letter"] == "H"
