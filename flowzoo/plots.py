@@ -221,9 +221,10 @@ def plot_run(method, params, pops, samples: dict, results: dict, workdir: Path, 
         path = workdir / f"{split}_pca_{file_safe(n)}.png"
         pca_real_vs_generated(path, titles[n], pops.samples[k], samples[f"{split}/{n}"])
         written.append((f"{split}/pca/{n}", path))
-    path = workdir / f"{split}_metrics.png"
-    metric_bars(path, split, results, titles)
-    written.append((f"{split}/metrics", path))
+    if any(split in r for r in results.values()):
+      path = workdir / f"{split}_metrics.png"
+      metric_bars(path, split, results, titles)
+      written.append((f"{split}/metrics", path))
   flow_split = heldout or (splits[0] if splits else None)
   if pops.event_shape == (2,) and flow_split is not None:
     ids = spread(pops.split_ids(flow_split), min(ev.plot_conditions, 5))
