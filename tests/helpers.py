@@ -19,6 +19,8 @@ def tiny_letters_config(**overrides):
   c.train.log_every = 4
   c.train.ckpt_every = 4
   c.train.ema_decay = 0.9
+  c.eval.select = "heldout/w2"  # the Table 1 protocol the full config uses
+  c.eval.solver = "euler"
   c.eval.num_steps = 4
   c.eval.max_samples = 64
   c.eval.chunk = 128
