@@ -18,6 +18,7 @@ def tiny_letters_config(**overrides):
   c.train.steps_per_dispatch = 4
   c.train.log_every = 4
   c.train.ckpt_every = 4
+  c.train.keep_checkpoints = 6  # room for selection when a test lengthens the run
   c.train.ema_decay = 0.9
   c.eval.select = "heldout/w2"  # the Table 1 protocol the full config uses
   c.eval.solver = "euler"
