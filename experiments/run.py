@@ -6,8 +6,9 @@ which trains this config and, when it lists learned baselines
 then prints one table. A bare config name resolves in `experiments/configs/`;
 `--config.a.b=v` overrides a field (a misspelt field is an error: configs are
 locked); `--config.model.name=X` swaps a component first, so X's own fields
-can follow; `--config.baselines.<arm>=` switches an arm off. Sweeps are their
-own command, `experiments.sweep`.
+can follow; `--config.baselines.<arm>=` switches an arm off. A finished run
+of the same config is not evaluated again (`--reevaluate` forces it). Sweeps
+are their own command, `experiments.sweep`.
 """
 
 import sys
@@ -22,6 +23,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Discard checkpoints in --workdir made with a different config.")
 _RESULTS = flags.DEFINE_string("results", None,
                                "results/<config>.md page to write the run's table into.")
+_REEVALUATE = flags.DEFINE_bool("reevaluate", False,
+                                "Evaluate a finished run again instead of reusing its eval.json.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,8 +34,8 @@ def main(argv):
   cli.quiet_logging()
   from flowzoo.experiment import train_with_baselines  # after flag parsing: faster --help
   train_with_baselines(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                       label=cli.config_label(), results=_RESULTS.value,
-                       command=cli.command_line())
+                       reevaluate=_REEVALUATE.value, label=cli.config_label(),
+                       results=_RESULTS.value, command=cli.command_line())
 
 
 if __name__ == "__main__":

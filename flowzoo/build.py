@@ -31,7 +31,7 @@ def split_name(section: Mapping[str, Any], what: str) -> tuple[str, dict[str, An
   return name, section
 
 
-def build(registry: Registry, section, what: str, **wired):
+def build(registry: Registry, section, what: str, *, warn_unused: bool = True, **wired):
   """Builds `section.name` with the section's other fields as kwargs.
 
   A field the chosen component does not accept but another component of the
@@ -48,8 +48,9 @@ def build(registry: Registry, section, what: str, **wired):
     if typos:
       raise KeyError(f"config.{what}: no {registry.kind} takes {typos}; {registry.kind} "
                      f"{name!r} ({registry.module(name)}) takes {sorted(accepted - WIRED)}.")
-    if dropped:
+    if dropped and warn_unused:
       logging.warning("config.%s: %s %r ignores %s", what, registry.kind, name, dropped)
+    if dropped:
       kwargs = {k: v for k, v in kwargs.items() if k in accepted}
   return registry.build(name, kwargs, wired=wired)
 
@@ -74,7 +75,7 @@ def build_dataset(config) -> Populations:
   return pops
 
 
-def build_method(config, *, event_shape, cond_dim: int, **extra):
+def build_method(config, *, event_shape, cond_dim: int, warn_unused: bool = True, **extra):
   """Builds the method with its components for data of `event_shape`.
 
   `extra` (e.g. `total_steps`, `num_conditions`) is wired into every
@@ -87,14 +88,15 @@ def build_method(config, *, event_shape, cond_dim: int, **extra):
       fit each other or the data.
   """
   wired = dict(event_shape=tuple(event_shape), cond_dim=cond_dim, **extra)
+  quiet = dict(warn_unused=warn_unused)
   combo = (f"method {config.method.name!r} with base {config.base.name!r}, coupling "
            f"{config.coupling.name!r} and model {config.model.name!r}")
   try:
-    model = build(MODELS, config.model, "model", **wired)
-    base = build(BASES, config.base, "base", **wired)
-    coupling = build(COUPLINGS, config.coupling, "coupling", **wired)
+    model = build(MODELS, config.model, "model", **quiet, **wired)
+    base = build(BASES, config.base, "base", **quiet, **wired)
+    coupling = build(COUPLINGS, config.coupling, "coupling", **quiet, **wired)
     method = build(METHODS, config.method, "method", model=model, base=base,
-                   coupling=coupling, **wired)
+                   coupling=coupling, **quiet, **wired)
     method.check_data(event_shape, cond_dim)
   except ValueError as e:
     raise ValueError(f"{combo} do not fit: {e}") from e

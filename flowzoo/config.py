@@ -9,8 +9,9 @@ This module owns:
    every knob can be overridden from the command line and is stored;
 2. overrides: dotted `key=value` overrides (`apply_overrides`), where a
    section's `name` swaps the component first (its own fields may follow);
-3. the stored form (`as_stored`) and which differences a resumed run may
-   have (`RESUME_SAFE`, `evaluation_only_keys`, `config_diff`);
+3. the stored form (`as_stored`), which differences a resumed run may
+   have (`RESUME_SAFE`, `evaluation_only_keys`, `config_diff`) and when a
+   stored run is this config's finished run (`finished_run`);
 4. validation before anything is built (`validate`) and once data and
    method exist (`validate_built`);
 5. optimizer groups (`optimizer_kwargs`, `unused_groups`);
@@ -25,6 +26,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ml_collections
@@ -201,6 +203,22 @@ def config_diff(old: dict, new: dict, safe: Sequence[str] = RESUME_SAFE) -> list
   return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def finished_run(config, workdir) -> bool:
+  """True when `workdir` holds the evaluation of a finished run of `config`.
+
+  Its `eval.json` exists and its `config.json` matches `config` up to the
+  fields a resumed run may change (`RESUME_SAFE`), except the evaluation
+  settings (`eval`), which must be equal: a finished run's results are then
+  exactly what evaluating it again would give, and are reused (sweeps,
+  reruns, baseline arms).
+  """
+  cfg, ev = Path(workdir) / "config.json", Path(workdir) / "eval.json"
+  if not (cfg.is_file() and ev.is_file()):
+    return False
+  old, new = json.loads(cfg.read_text()), as_stored(resolved(config).to_dict())
+  return not config_diff(old, new) and new.get("eval") == old.get("eval")
+
+
 def evaluation_only_keys(config) -> tuple[str, ...]:
   """Dotted config keys that change what is evaluated, never what is trained.
 
@@ -304,6 +322,12 @@ def unused_groups(config, groups: Sequence[str]) -> list[str]:
 
 
 # -- 6. learned baselines run beside the config --------------------------------------------
+def describe(config) -> str:
+  """What a config trains, by its components: "mixflow, base gmm, coupling exact, model mlp"."""
+  return (f"{config.method.name}, base {config.base.name}, coupling {config.coupling.name}, "
+          f"model {config.model.name}")
+
+
 def baseline_arms(config) -> dict[str, ml_collections.ConfigDict]:
   """`{arm name: config}` for `config.baselines` (name -> "key=value;..." overrides).
 

@@ -27,7 +27,8 @@ from flowzoo.config import RESUME_SAFE
 from flowzoo.data.populations import Packed, Populations, pack
 from flowzoo.train import Trainer, TrainState, make_optimizer
 from flowzoo.workdir_lock import WorkdirLock
-from flowzoo.writers import MetricWriter, Progress
+from flowzoo.progress import Console, Progress
+from flowzoo.writers import MetricWriter, eval_scalars
 
 
 @dataclasses.dataclass
@@ -97,19 +98,27 @@ class Experiment:
             params, jax.random.key(seed), {k_: jnp.asarray(v) for k_, v in batch.items()}))
 
 
-def setup(config) -> Experiment:
-  """Builds everything a run needs from `config`; raises on bad input."""
+def setup(config, *, quiet_unused: bool = False) -> Experiment:
+  """Builds everything a run needs from `config`; raises on bad input.
+
+  Args:
+    quiet_unused: do not warn about settings no built component uses (a
+      swapped-out component's fields, optimizer overrides of a parameter
+      group the method lacks). For baseline arms, whose parent config set
+      them for its own components (`flowzoo.config.baseline_arms`).
+  """
   config_lib.validate(config)
   pops = build_lib.build_dataset(config)
   train_ids = pops.split_ids("train")
   method = build_lib.build_method(config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
-                                  total_steps=config.train.steps, num_conditions=len(pops.names))
+                                  total_steps=config.train.steps, num_conditions=len(pops.names),
+                                  warn_unused=not quiet_unused)
   if method.base.needs_sources and pops.sources is None:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
   config_lib.validate_built(config, pops, eval_lib.valid_metrics(method))
   unused = config_lib.unused_groups(config, method.groups)
-  if unused:
+  if unused and not quiet_unused:
     # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
     # has no base parameters, and must keep working as one config line.
     logging.warning("config.optim_overrides: method %r has no parameter group(s) %s (its "
@@ -136,53 +145,69 @@ class Interrupted(KeyboardInterrupt):
 
 # What a run writes besides config.json and checkpoints/ (see train_and_evaluate).
 RUN_OUTPUTS = ("train_metrics.jsonl", "tensorboard", "eval.json", "samples.npz",
-               "selection.json", "*_real_vs_generated.png", "*_flow.png", generated_cells.FILE,
-               "perturbench.txt", "perturbench.json")
+                "selection.json", "*_real_vs_generated.png", "*_flow.png", "*_pca_*.png",
+                "*_metrics.png", generated_cells.FILE, "perturbench.txt", "perturbench.json")
 
 
-def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False,
+                       reevaluate: bool = False, console: Console | None = None,
+                       arm: bool = False) -> dict:
   """Trains (resuming from `workdir` if possible), evaluates and writes outputs.
 
   Writes to `workdir`: config.json, checkpoints/, train_metrics.jsonl,
   tensorboard/, eval.json, samples.npz, selection.json (with eval.select)
-  and, for 2-D data, PNG plots. `overwrite` (a workdir holding another
-  config's run) deletes that run's checkpoints and these outputs first.
+  and PNG plots (`flowzoo.plots.plot_run`). `overwrite` (a workdir holding
+  another config's run) deletes that run's checkpoints and these outputs
+  first. A finished run of the same config with the same evaluation settings
+  (`flowzoo.config.finished_run`) is not evaluated again: its eval.json is
+  returned, unless `reevaluate`.
 
+  Args:
+    console: where progress lines go (a multi-run job's carries the run's
+      "[run i/N (name)]" prefix); None: plain lines on stdout.
+    arm: the config is a baseline arm its parent config defines
+      (`flowzoo.config.baseline_arms`): the parent's settings for components
+      the arm swapped out are expected, not warned about.
   Returns:
     the evaluation results (metric -> split -> mean / per_condition).
   """
   workdir = Path(workdir)
-  exp = setup(config)
-  print(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} conditions, "
-        f"event shape {exp.pops.event_shape}, descriptor dim {exp.pops.cond_dim}")
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
+  console = console or Console()
+  if not reevaluate and config_lib.finished_run(config, workdir):
+    console.say(f"{workdir} holds this config's finished run with the same evaluation "
+                f"settings: reusing its eval.json (--reevaluate scores it again).")
+    results = json.loads((workdir / "eval.json").read_text())
+    console.say("\n" + eval_lib.results_table(results))
+    return results
+  exp = setup(config, quiet_unused=arm)
+  console.say(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} "
+              f"conditions, event shape {exp.pops.event_shape}, descriptor dim "
+              f"{exp.pops.cond_dim}")
+  console.say(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
   with WorkdirLock(workdir):  # a second run on `workdir` is refused
-    return _train_and_evaluate_locked(exp, workdir, overwrite)
+    return _train_and_evaluate_locked(exp, workdir, overwrite, console)
 
 
-def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) -> dict:
+def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
+                               console: Console) -> dict:
   config = exp.config
   ckpt = Checkpointer(workdir, config_lib.resolved(config).to_dict(),
                       keep=config.train.keep_checkpoints, overwrite=overwrite,
                       resume_safe=RESUME_SAFE + config_lib.evaluation_only_keys(config),
                       outputs=RUN_OUTPUTS)
-  print("initialising (the first call compiles the model's init)...", flush=True)
-  state = restore_or_init(exp, ckpt)
+  state = restore_or_init(exp, ckpt, console)
   t = config.train
   start = int(state.step)
   rng = jax.random.key(config.seed + 1)
-  writer, progress = MetricWriter(workdir, start), Progress(t.steps, start)
+  writer, progress = MetricWriter(workdir, start), Progress(t.steps, start, console)
   try:
     step = start
     while step < t.steps:
       if step == start:  # the first dispatch compiles the step: say so, and how long it took
-        print(f"compiling the train step ({t.steps_per_dispatch} steps per dispatch)...",
-              flush=True)
-        t0 = time.perf_counter()
+        progress.compiling(t.steps_per_dispatch)
       state, m = exp.trainer.run(state, exp.packed, exp.train_ids, rng, t.steps_per_dispatch)
       if step == start:
-        print(f"compiled and ran the first {t.steps_per_dispatch} steps in "
-              f"{time.perf_counter() - t0:.1f}s", flush=True)
+        progress.compiled(step + t.steps_per_dispatch, t.steps_per_dispatch)
       step += t.steps_per_dispatch
       ckpt.check()  # a failed background save stops the run now, not a save later
       if step % t.log_every == 0 or step == t.steps:
@@ -194,9 +219,14 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
         ckpt.save(step, state)
     ckpt.wait()
     if start >= t.steps:
-      print(f"restored a finished run at step {start}; evaluating only.")
-    if config_lib.parse_select(config.eval.select):
-      state = selection.select_checkpoint(exp, ckpt, workdir, _eval_key(config))
+      console.say(f"restored a finished run at step {start}; evaluating only.")
+    ev = config.eval
+    generator = eval_lib.Generator(exp.method, solver=ev.solver, num_steps=ev.num_steps,
+                                   guidance=ev.guidance, chunk=ev.chunk)
+    if config_lib.parse_select(ev.select):
+      state = selection.select_checkpoint(exp, ckpt, workdir, _eval_key(config),
+                                          generator=generator, console=console, writer=writer)
+    return _evaluate_and_write(exp, state, workdir, generator, console, writer)
   except FloatingPointError as e:  # diverged: say where a rerun resumes and what to change
     raise FloatingPointError(f"{e} {_divergence_advice(config, ckpt)}") from None
   except KeyboardInterrupt:
@@ -205,15 +235,15 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool) 
   finally:
     writer.close()
     ckpt.close()
-  return _evaluate_and_write(exp, state, workdir)
 
 
-def restore_or_init(exp: Experiment, ckpt: Checkpointer) -> TrainState:
+def restore_or_init(exp: Experiment, ckpt: Checkpointer,
+                    console: Console | None = None) -> TrainState:
   """The newest usable checkpoint (damaged ones are skipped), else a fresh state."""
   if ckpt.latest_step() is None:
     return exp.init()
   state = ckpt.restore(exp.abstract_state())
-  print(f"resuming from checkpoint at step {int(state.step)}")
+  (console or Console()).say(f"resuming from checkpoint at step {int(state.step)}")
   return state
 
 
@@ -232,39 +262,48 @@ def _eval_key(config) -> jax.Array:
   return jax.random.key(config.seed + 2)
 
 
-def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path) -> dict:
-  ev = exp.config.eval
+def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path,
+                        generator: eval_lib.Generator, console: Console,
+                        writer: MetricWriter) -> dict:
+  """Final evaluation: eval.json, samples.npz, plots, and all of it in TensorBoard."""
+  ev, step = exp.config.eval, int(state.step)
   t0 = time.perf_counter()
   rng = _eval_key(exp.config)
   results, samples = eval_lib.evaluate(
       exp.method, state.ema, exp.pops, rng, splits=ev.splits, solver=ev.solver,
       num_steps=ev.num_steps, guidance=ev.guidance, metric_names=ev.metrics,
       max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
-      chunk=ev.chunk, seed=exp.config.seed)
+      chunk=ev.chunk, seed=exp.config.seed, generator=generator, console=console)
   if compound_eval.applies(exp.config):  # held-out compound metrics (unbiased, retrieval, MoA)
     results.update(compound_eval.score_run(exp.pops, samples, ev.splits))
   tmp = workdir / "eval.json.tmp"
   tmp.write_text(json.dumps(results, indent=2))
   tmp.replace(workdir / "eval.json")
   np.savez_compressed(workdir / "samples.npz", **samples)
-  if exp.pops.event_shape == (2,):
-    plots.plot_2d_run(exp.method, state.ema, exp.pops, samples, workdir, rng, ev)
-  print(f"evaluation took {time.perf_counter() - t0:.1f}s")
-  print(eval_lib.results_table(results))
+  console.say("plotting...")
+  figures = plots.plot_run(exp.method, state.ema, exp.pops, samples, results, workdir, rng, ev)
+  writer.eval_results(step, results)
+  for tag, path in figures:
+    writer.image(tag, path, step)
+  writer.hparams(config_lib.resolved(exp.config).to_dict(), eval_scalars(results))
+  console.say(f"evaluation took {time.perf_counter() - t0:.1f}s; figures: "
+              f"{', '.join(sorted({p.name for _, p in figures}))}")
+  console.say("\n" + eval_lib.results_table(results))
   if (table := perturbation_report.after_evaluation(workdir, exp.config, samples)):
-    print(table)  # PerturBench metrics + baselines, and generated.h5ad (anndata_perturbations)
+    console.say(table)  # PerturBench metrics + baselines, and generated.h5ad (anndata_perturbations)
   return results
 
 
 def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False,
-                         label: str = "", results: str | Path | None = None,
-                         command: str = "") -> dict:
+                         reevaluate: bool = False, label: str = "",
+                         results: str | Path | None = None, command: str = "") -> dict:
   """Trains `config` in `workdir` and each of its `baselines` arms beside it; one table.
 
   The arms (`config.baselines`: name -> overrides, see
   `flowzoo.config.baseline_arms`) run in `workdir/baselines/<name>`, each a
-  plain `train_and_evaluate`; finished ones are reused. With arms, the table
-  (the config's first tabulated split, every `eval.metrics`) is printed and
+  plain `train_and_evaluate` whose lines carry "[run i/N (name)]"; finished
+  ones are reused unless `reevaluate`. The table (the
+  config's first tabulated split, every `eval.metrics`) is printed and
   written to `workdir/comparison.{md,json,csv,png}` by the report writer.
 
   Args:
@@ -281,29 +320,32 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
   label = label or config.method.name
   runs = {label: (config, workdir)}
   runs.update({name: (cfg, workdir / "baselines" / name) for name, cfg in arms.items()})
+  what = {name: f"{config_lib.describe(cfg)} ({config.baselines.get(name, 'this config')})"
+          for name, (cfg, _) in runs.items()}
   results_of = {}
   for i, (name, (cfg, rdir)) in enumerate(runs.items()):
+    console = Console(f"[run {i + 1}/{len(runs)} ({name})]" if len(runs) > 1 else "")
     if len(runs) > 1:
-      print(f"[run {i + 1}/{len(runs)}: {name}] {config.baselines.get(name, 'this config')}")
-    results_of[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite)
+      console.say(what[name])
+    results_of[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite, reevaluate=reevaluate,
+                                          console=console, arm=name != label)
   split = next(s for s in ("heldout", "validation", "train") if s in config.eval.splits)
   table_results = {(n, config.seed): r for n, r in results_of.items()}
   points = [Point(n) for n in runs]
-  arm_notes = {n: config.baselines.get(n, "(this config)") for n in runs}
   extras = dict(metrics=config.eval.metrics)
   notes = []
   if compound_eval.applies(config):  # + control / pooled / nearest / linear rows
     more = compound_eval.add_baselines(config, split, table_results, [config.seed])
     points += [Point(n) for n in more["names"]]
-    arm_notes.update(more["descriptions"])
+    what.update(more["descriptions"])
     extras = dict(metrics=more["metrics"], higher=more["higher"], baselines=more["names"])
     notes = more["notes"]
   summary = report.summarize(points, [config.seed], table_results, split=split, **extras)
-  arms = arms or extras.get("baselines")
-  summary.update(title=f"{label}" + (" beside its baselines" if arms else "")
+  tabulate = len(points) > 1
+  summary.update(title=f"{label}" + (" beside its baselines" if tabulate else "")
                  + f" ({split} conditions)", reference=None, notes=notes,
-                 arms=arm_notes if arms else {})
-  if arms:
+                 arms=what if tabulate else {})
+  if tabulate:
     report.write_outputs(summary, workdir, stem="comparison")
     print("\n" + report.format_table(summary))
   if results:

@@ -41,11 +41,13 @@ def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
     baselines: names of points that are trivial baselines (not learned).
   Returns:
     {"split", "metrics", "seeds", "higher", "baselines", "points": [{"name",
-    "overrides", "metrics": {m: {"mean", "std", "values", "ci"}}}]}. std is
-    the population std (0 for one seed); a metric or split a run lacks is
-    reported as NaN. "ci" is the 95 % percentile bootstrap interval over the
-    conditions of their seed-averaged values (`metrics_profiles.bootstrap_ci`),
-    None without per-condition values or with fewer than `MIN_CI_CONDITIONS`.
+    "overrides", "metrics": {m: {"mean", "std", "values", "ci", "per_condition"}}}]}.
+    std is the population std (0 for one seed); values the split mean of each
+    seed; per_condition maps each condition to its value of each seed; a metric
+    or split a run lacks is reported as NaN. "ci" is the 95 % percentile
+    bootstrap interval over the conditions of their seed-averaged values
+    (`metrics_profiles.bootstrap_ci`), None without per-condition values or
+    with fewer than `MIN_CI_CONDITIONS`.
   """
   from flowzoo.metrics_profiles import bootstrap_ci  # pylint: disable=import-outside-toplevel
   rows = []
@@ -66,8 +68,11 @@ def summarize(points: Sequence, seeds: Sequence[int], results: Mapping, *,
         ci = [float(x) for x in bootstrap_ci(per_cond)[1:]]
       # Equal values (a deterministic baseline) have std 0, not rounding noise.
       std = 0.0 if len(set(vals)) == 1 else float(np.std(vals))
-      row["metrics"][m] = {"mean": float(np.mean(vals)), "std": std,
-                           "values": vals, "ci": ci}
+      conds = list(dict.fromkeys(c for r in by_seed for c in r.get("per_condition", {})))
+      row["metrics"][m] = {
+          "mean": float(np.mean(vals)), "std": std, "values": vals, "ci": ci,
+          "per_condition": {c: [float(r.get("per_condition", {}).get(c, np.nan)) for r in by_seed]
+                            for c in conds}}
     rows.append(row)
   return {"split": split, "metrics": list(metrics), "seeds": list(seeds), "points": rows,
           "higher": [m for m in metrics if m in set(higher)], "baselines": list(baselines)}
@@ -145,13 +150,15 @@ def format_table(summary: dict) -> str:
   ref_row = next((r for r in summary["points"] if r["name"] == ref), None)
   n = len(summary["seeds"])
   higher = set(summary.get("higher", ()))
-  head = ["point"] + [f"{m} ({summary['split']}{', higher better' if m in higher else ''})"
-                      for m in ms]
+  arms = summary.get("arms", {})
+  head = ["point"] + (["what it is"] if arms else []) + [
+      f"{m} ({summary['split']}{', higher better' if m in higher else ''})" for m in ms]
   if ref_row is not None:
     head.append(f"change vs {ref} ({'/'.join(ms)})")
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in summary["points"]:
     cells = [r["name"] + (" (baseline)" if r["name"] in summary.get("baselines", ()) else "")]
+    cells += [arms.get(r["name"], "")] if arms else []
     for m in ms:
       v = r["metrics"][m]
       cell = f"{v['mean']:.4g} ± {v['std']:.2g}" if n > 1 else f"{v['mean']:.4g}"
@@ -168,8 +175,7 @@ def format_table(summary: dict) -> str:
   foot += "".join(f"\n{line}" for line in verdicts(summary))
   foot += "".join(f"\n{note}" for note in summary.get("notes", ()))
   title = f"{summary['title']}\n\n" if summary.get("title") else ""
-  arms = "".join(f"\n  {name}: {what}" for name, what in summary.get("arms", {}).items())
-  return title + "\n".join(lines) + foot + ("\nArms:" + arms if arms else "")
+  return title + "\n".join(lines) + foot
 
 
 def _pct(x: float, ref: float) -> str:
@@ -195,25 +201,55 @@ def write_outputs(summary: dict, workdir: str | Path, stem: str = "sweep") -> No
 
 
 def plot(summary: dict, path: str | Path) -> None:
-  """One bar panel per metric: point means with std-over-seeds error bars."""
+  """Writes `figure(summary)` to `path`."""
+  fig = figure(summary)
+  fig.savefig(path, dpi=110)
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt.close(fig)
+
+
+def figure(summary: dict):
+  """One panel per metric: per point, its conditions' values and its split mean.
+
+  Each small dot is one condition (its mean over seeds), so a point that
+  wins on average but loses on some conditions shows it; the large marker
+  is the split mean, with an error bar of the std over seeds only when
+  there are at least 2 seeds (one seed has no spread to show). Every axis
+  says "lower is better".
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")  # headless: files only
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   ms, rows = summary["metrics"], summary["points"]
   names = [r["name"] for r in rows]
-  fig, axes = plt.subplots(1, len(ms), figsize=(max(3.0, 0.6 * len(rows) + 1.5) * len(ms), 3.2),
+  multi = len(summary["seeds"]) >= 2
+  fig, axes = plt.subplots(1, len(ms), figsize=(max(3.0, 0.7 * len(rows) + 1.5) * len(ms), 3.6),
                            squeeze=False)
+  jitter = np.random.default_rng(0)  # fixed: the figure is reproducible
   for ax, m in zip(axes[0], ms):
-    means = [r["metrics"][m]["mean"] for r in rows]
-    stds = [r["metrics"][m]["std"] for r in rows]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
-    ax.set_xticks(range(len(rows)), names, rotation=45 if len(rows) > 3 else 0, ha="right"
-                  if len(rows) > 3 else "center", fontsize=8)
-    ax.set_title(f"{m} ({summary['split']})", fontsize=9)
-  fig.suptitle(summary.get("title") or "sweep", fontsize=9)
+    for i, r in enumerate(rows):
+      v = r["metrics"][m]
+      per = [np.nanmean(x) for x in v.get("per_condition", {}).values()]
+      if per:
+        ax.scatter(i + jitter.uniform(-0.18, 0.18, len(per)), per, s=9, color="0.55",
+                   alpha=0.8, linewidths=0, zorder=2,
+                   label="one condition" if i == 0 else None)
+      ax.errorbar(i, v["mean"], yerr=v["std"] if multi else None, fmt="D", color="tab:blue",
+                  ms=6, capsize=4 if multi else 0, zorder=3,
+                  label=("split mean ± std over seeds" if multi else "split mean")
+                  if i == 0 else None)
+    ax.set_xticks(range(len(rows)), names, rotation=45 if len(rows) > 3 else 0,
+                  ha="right" if len(rows) > 3 else "center", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    better = "higher" if m in set(summary.get("higher", ())) else "lower"
+    ax.set_ylabel(f"{m} ({summary['split']}), {better} is better", fontsize=8)
+    ax.set_title(m, fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+  seeds = summary["seeds"]
+  fig.suptitle(f"{summary.get('title') or 'sweep'} ({len(seeds)} seed{'s' if multi else ''})",
+               fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return fig
 
 
 def results_page(summary: dict, page: str | Path, *, section: str, command: str) -> Path:

@@ -11,9 +11,11 @@ import jax
 from flowzoo import evaluate as eval_lib
 from flowzoo.checkpoint import Checkpointer
 from flowzoo.config import parse_select
+from flowzoo.progress import Console
 
 
-def select_checkpoint(exp, ckpt: Checkpointer, workdir: Path, rng: jax.Array):
+def select_checkpoint(exp, ckpt: Checkpointer, workdir: Path, rng: jax.Array, *,
+                      generator=None, console=None, writer=None):
   """Restores the kept checkpoint with the lowest `eval.select` score.
 
   Every checkpoint is scored with the final evaluation's generation key `rng`
@@ -27,24 +29,40 @@ def select_checkpoint(exp, ckpt: Checkpointer, workdir: Path, rng: jax.Array):
     ckpt: its checkpointer.
     workdir: where `selection.json` goes.
     rng: the final evaluation's key.
+    generator: an `evaluate.Generator` to reuse (one compiled program for
+      every checkpoint); None: a new one.
+    console: a `flowzoo.progress.Console`: one line per checkpoint scored.
+    writer: a `flowzoo.writers.MetricWriter`: each score as the TensorBoard
+      scalar `selection/<split>/<metric>` at its step.
   Returns:
     the restored `TrainState` of the selected step.
   """
   ev = exp.config.eval
   split, metric = parse_select(ev.select)
+  console = console or Console()
+  generator = generator or eval_lib.Generator(exp.method, solver=ev.solver,
+                                              num_steps=ev.num_steps, guidance=ev.guidance,
+                                              chunk=ev.chunk)
   abstract = exp.abstract_state()
+  steps = ckpt.all_steps()
+  console.say(f"selecting the checkpoint by {ev.select} (lower is better): scoring "
+              f"{len(steps)} kept checkpoints on {len(exp.pops.split_ids(split))} {split} "
+              "conditions...")
   scores = {}
-  for step in ckpt.all_steps():
+  for i, step in enumerate(steps):
     state = ckpt.restore(abstract, step)
     results, _ = eval_lib.evaluate(
         exp.method, state.ema, exp.pops, rng, splits=(split,),
         solver=ev.solver, num_steps=ev.num_steps, guidance=ev.guidance, metric_names=(metric,),
         max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
-        chunk=ev.chunk, seed=exp.config.seed)
+        chunk=ev.chunk, seed=exp.config.seed, generator=generator)
     scores[step] = results[metric][split]["mean"]
-    print(f"checkpoint {step}: {split} {metric} = {scores[step]:.4g}")
+    console.say(f"checkpoint {i + 1}/{len(steps)} (step {step}): {split} {metric} = "
+                f"{scores[step]:.4g}")
+    if writer is not None:
+      writer.scalar(f"selection/{split}/{metric}", scores[step], step)
   best = min(scores, key=scores.get)
-  print(f"selected checkpoint {best} ({ev.select}); the last is {max(scores)}")
+  console.say(f"selected checkpoint {best} ({ev.select}); the last is {max(scores)}")
   tmp = workdir / "selection.json.tmp"
   tmp.write_text(json.dumps({"select": ev.select, "selected_step": best,
                              "scores": {str(k): v for k, v in scores.items()}}, indent=2))

@@ -39,6 +39,7 @@ from flowzoo import compound_eval
 from flowzoo import config as config_lib
 from flowzoo import report
 from flowzoo.config import apply_overrides, as_stored, config_diff
+from flowzoo.progress import Console
 
 @dataclasses.dataclass(frozen=True)
 class Point:
@@ -76,15 +77,6 @@ def as_points(grid: Sequence) -> list[Point]:
 
 def run_dir(workdir: str | Path, point: Point, seed: int) -> Path:
   return Path(workdir) / point.name / f"seed{seed}"
-
-
-def _finished(config, rdir: Path) -> bool:
-  """True when `rdir` holds the evaluation of a finished run of `config`."""
-  cfg, ev = rdir / "config.json", rdir / "eval.json"
-  if not (cfg.exists() and ev.exists()):
-    return False
-  old, new = json.loads(cfg.read_text()), as_stored(config.to_dict())
-  return not config_diff(old, new) and new.get("eval") == old.get("eval")
 
 
 # What a run's directory holds of its training (not of its evaluation).
@@ -139,7 +131,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
     overwrite: passed to `train_and_evaluate` (discard mismatching checkpoints).
     reference: point that the table's relative change column compares to
       (e.g. "cfm"); None: no relative column.
-    run_fn: `(config, workdir, overwrite=) -> results` (default
+    run_fn: `(config, workdir, overwrite=, console=) -> results` (default
       `flowzoo.experiment.train_and_evaluate`).
   Returns:
     the summary written to `sweep.json` (see `summarize`).
@@ -172,22 +164,24 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   results = {}
+  total = len(points) * len(seeds)
   for i, p in enumerate(points):
-    for s in seeds:
+    for j, s in enumerate(seeds):
       rdir = run_dir(workdir, p, s)
       cfg = configs[p.name, s]
-      if _finished(cfg, rdir):
-        print(f"[sweep] {p.name} seed {s}: finished run found in {rdir}, reusing it.")
+      console = Console(f"[run {i * len(seeds) + j + 1}/{total} ({p.name} seed {s})]")
+      if config_lib.finished_run(cfg, rdir):
+        console.say(f"finished run found in {rdir}, reusing it.")
         results[p.name, s] = json.loads((rdir / "eval.json").read_text())
         continue
-      print(f"[sweep] {p.name} seed {s}: overrides {dict(p.overrides)} -> {rdir}")
+      console.say(f"overrides {dict(p.overrides)} -> {rdir}")
       twin = _trained_twin(cfg, rdir, [(q, configs[q.name, s], run_dir(workdir, q, s))
                                        for q in points[:i]])
       if twin is not None:
-        print(f"[sweep] {p.name} seed {s}: trains exactly as {twin.name} (they differ only in "
-              f"evaluation settings); evaluating {twin.name}'s checkpoints instead of retraining.")
+        console.say(f"trains exactly as {twin.name} (they differ only in evaluation settings); "
+                    f"evaluating {twin.name}'s checkpoints instead of retraining.")
         _copy_training(run_dir(workdir, twin, s), rdir)
-      results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite)
+      results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite, console=console)
   extras, notes = dict(metrics=metrics), []
   same_data = all(c.dataset.to_dict() == config.dataset.to_dict() for c in configs.values())
   if compound_eval.applies(config) and same_data:  # the trivial baselines as rows

@@ -1,14 +1,22 @@
-"""Training logs: JSONL, TensorBoard event files and a progress line with ETA."""
+"""What a run logs for later: train metrics (JSONL + TensorBoard) and its evaluation in TensorBoard.
+
+TensorBoard (`tensorboard --logdir DIR`, README "Using it") shows, per run:
+`train/*` scalars; `eval/<split>/<metric>` split means; `selection/<split>/<metric>`
+per checkpoint step (with `eval.select`); every PNG the run writes, as an
+image; and the config as hyper-parameters with the eval means as their
+metrics (HParams tab), so runs of a sweep can be compared side by side.
+The printed progress lines are `flowzoo/progress.py`.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
+
+from flowzoo.config import flatten
 
 
 class MetricWriter:
@@ -42,9 +50,47 @@ class MetricWriter:
     for k, v in scalars.items():
       self._tb.add_scalar(f"train/{k}", float(v), int(step))
 
+  def eval_results(self, step: int, results: Mapping) -> None:
+    """`eval/<split>/<metric>`: the split means of `evaluate`'s results at `step`."""
+    for tag, value in eval_scalars(results).items():
+      self._tb.add_scalar(tag, value, int(step))
+
+  def scalar(self, tag: str, value: float, step: int) -> None:
+    self._tb.add_scalar(tag, float(value), int(step))
+
+  def image(self, tag: str, png: str | Path, step: int) -> None:
+    """The PNG file `png` as image `tag` (RGB)."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    with Image.open(png) as im:
+      pixels = np.asarray(im.convert("RGB"))
+    self._tb.add_image(tag, pixels, int(step), dataformats="HWC")
+
+  def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """The config (nested dict) as hyper-parameters, `metrics` (tag -> value) as their results.
+
+    Written into this run's own event file (tensorboardX's `add_hparams`
+    would open a sub-run), so the HParams tab reads the metrics from the
+    `eval/...` scalars logged beside them.
+    """
+    from tensorboardX.summary import hparams  # pylint: disable=import-outside-toplevel
+    flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in flatten(dict(config)).items()}
+    for summary in hparams(flat, dict(metrics)):
+      self._tb.file_writer.add_summary(summary)
+
+  def flush(self) -> None:
+    self._tb.flush()
+
   def close(self) -> None:
     self._jsonl.close()
     self._tb.close()
+
+
+def eval_scalars(results: Mapping) -> dict[str, float]:
+  """`{"eval/<split>/<metric>": split mean}` of `evaluate`'s results."""
+  return {f"eval/{split}/{m}": float(r["mean"])
+          for m, per_split in results.items() for split, r in per_split.items()}
+
 
 
 def _read_rows(path: Path) -> list[str]:
@@ -69,37 +115,3 @@ def _read_rows(path: Path) -> list[str]:
           "repaired automatically; move the file away to start a new log (the resumed run "
           "logs from its checkpoint on), or pass --overwrite to start the run over.")
   return rows
-
-
-class Progress:
-  """Prints `step/total loss steps/s ETA` lines (one per log interval).
-
-  Steps/s is measured over the last interval, so the first interval includes
-  compilation and later ones show the steady-state rate.
-  """
-
-  def __init__(self, total: int, start: int = 0, stream=None):
-    # None: `sys.stdout` when printing, not the stream it was at import time
-    # (pytest's capture replaces and closes it).
-    self.total, self.stream = total, stream
-    self._t0, self._s0 = time.perf_counter(), start
-    self._rate = float("nan")
-
-  def steps_per_second(self, step: int) -> float:
-    """Rate since the previous call (or since construction)."""
-    now = time.perf_counter()
-    dt = now - self._t0
-    if step > self._s0 and dt > 0:
-      self._rate = (step - self._s0) / dt
-      self._t0, self._s0 = now, step
-    return self._rate
-
-  def line(self, step: int, scalars: Mapping[str, float]) -> str:
-    sps = self._rate
-    eta = (self.total - step) / sps if sps and np.isfinite(sps) and sps > 0 else float("nan")
-    parts = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-    return (f"[{step:>7d}/{self.total}] {parts} steps/s={sps:.1f} "
-            f"eta={eta:.0f}s")
-
-  def print(self, step: int, scalars: Mapping[str, float]) -> None:
-    print(self.line(step, scalars), file=self.stream or sys.stdout, flush=True)

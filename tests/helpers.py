@@ -13,11 +13,15 @@ def tiny_letters_config(**overrides):
   c.model.hidden = (16, 16)
   c.model.cond_embed = 8
   c.data.batch_size = 16
+  c.data.populations_per_batch = 1
   c.train.steps = 8
   c.train.steps_per_dispatch = 4
   c.train.log_every = 4
   c.train.ckpt_every = 4
+  c.train.keep_checkpoints = 6  # room for selection when a test lengthens the run
   c.train.ema_decay = 0.9
+  c.eval.select = "heldout/w2"  # the Table 1 protocol the full config uses
+  c.eval.solver = "euler"
   c.eval.num_steps = 4
   c.eval.max_samples = 64
   c.eval.chunk = 128

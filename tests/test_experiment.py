@@ -84,12 +84,20 @@ def test_python_api_rejects_bad_arguments_before_running(tmp_path):
     Checkpointer(not_a_dir, {})
 
 
-def test_second_run_resumes_instead_of_restarting(finished_run, capsys):
+def test_second_run_reuses_its_evaluation_or_reevaluates(finished_run, capsys):
   workdir, results = finished_run
+  (workdir / "eval.json").write_text(json.dumps(dict(results, marker={})))
   again = train_and_evaluate(tiny_letters_config(), workdir)
+  assert "marker" in again  # eval.json as written, nothing scored again
+  assert "reusing its eval.json" in capsys.readouterr().out
+  # An evaluation setting changed: restored and evaluated, not retrained.
+  other = train_and_evaluate(tiny_letters_config(**{"eval.metrics": ("w2",)}), workdir)
   out = capsys.readouterr().out
   assert "resuming from checkpoint at step 8" in out and "evaluating only" in out
-  assert again["w2"]["heldout"]["mean"] == pytest.approx(results["w2"]["heldout"]["mean"])
+  assert list(other) == ["w2"]
+  forced = train_and_evaluate(tiny_letters_config(), workdir, reevaluate=True)
+  assert "evaluating only" in capsys.readouterr().out and "marker" not in forced
+  assert forced["w2"]["heldout"]["mean"] == pytest.approx(results["w2"]["heldout"]["mean"])
 
 
 def test_resumed_run_matches_uninterrupted(tmp_path):

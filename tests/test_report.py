@@ -7,9 +7,14 @@ from flowzoo import report
 from flowzoo.sweep import Point
 
 
+def _run(v):
+  """eval.json of a run whose two conditions score v - 1 and v + 1 (mean v)."""
+  return {"w2": {"heldout": {"mean": v, "per_condition": {"S, 18°": v - 1, "S, 54°": v + 1}}}}
+
+
 def _summary(values_a, values_b):
-  results = {("a", s): {"w2": {"heldout": {"mean": v}}} for s, v in enumerate(values_a)}
-  results.update({("b", s): {"w2": {"heldout": {"mean": v}}} for s, v in enumerate(values_b)})
+  results = {("a", s): _run(v) for s, v in enumerate(values_a)}
+  results.update({("b", s): _run(v) for s, v in enumerate(values_b)})
   return report.summarize([Point("a"), Point("b")], list(range(len(values_a))), results,
                           split="heldout", metrics=("w2",))
 
@@ -17,7 +22,8 @@ def _summary(values_a, values_b):
 def test_summary_is_mean_and_population_std_over_seeds():
   s = _summary([1.0, 3.0], [2.0, 2.0])
   a, b = s["points"]
-  assert a["metrics"]["w2"] == {"mean": 2.0, "std": 1.0, "values": [1.0, 3.0], "ci": None}
+  assert a["metrics"]["w2"] == {"mean": 2.0, "std": 1.0, "values": [1.0, 3.0], "ci": None,
+                                "per_condition": {"S, 18°": [0.0, 2.0], "S, 54°": [2.0, 4.0]}}
   assert b["metrics"]["w2"]["std"] == 0.0
   s["reference"] = "b"
   table = report.format_table(s)
@@ -69,3 +75,31 @@ def test_paired_comparison_over_seeds_against_the_reference():
   table = report.format_table(s)
   assert "a - b (paired over seeds, 95 % t-interval): w2 -0.667 [" in table
   assert "better in 3/3." in table
+
+
+def _errorbars(ax):
+  from matplotlib.container import ErrorbarContainer  # pylint: disable=import-outside-toplevel
+  return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_sweep_plot_shows_conditions_and_error_bars_only_over_several_seeds():
+  one, two = report.figure(_summary([1.0], [2.0])), report.figure(_summary([1.0, 3.0], [2.0, 2.0]))
+  for fig, with_bars in ((one, False), (two, True)):
+    ax, = fig.axes
+    assert "lower is better" in ax.get_ylabel()
+    bars = _errorbars(ax)
+    assert len(bars) == 2 and all(b.has_yerr == with_bars for b in bars)
+    dots = [c for c in ax.collections if c.get_offsets().shape[0] == 2]  # one per condition
+    assert len(dots) == 2
+  # One seed: each condition's dot is its value; two seeds: its mean over seeds.
+  assert sorted(one.axes[0].collections[0].get_offsets()[:, 1]) == [0.0, 2.0]
+  assert sorted(two.axes[0].collections[0].get_offsets()[:, 1]) == [1.0, 3.0]
+
+
+def test_table_names_what_each_arm_is():
+  s = dict(_summary([1.0], [2.0]), arms={"a": "mixflow, base gmm (this config)",
+                                         "b": "mixflow, base gaussian (base.name=gaussian)"})
+  table = report.format_table(s)
+  assert "| point | what it is | w2 (heldout) |" in table
+  assert "| b | mixflow, base gaussian (base.name=gaussian) | 2 |" in table
+  assert "Best per metric: w2: a." in table

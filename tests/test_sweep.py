@@ -2,12 +2,15 @@
 
 import csv
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments.configs import mixflow_bbbc021
+from flowzoo import plots
 from flowzoo import sweep as sweep_lib
 from flowzoo.config import apply_overrides
 from flowzoo.experiment import train_with_baselines
@@ -41,7 +44,7 @@ def _fake_results(value):
 def test_run_sweep_table_stats_and_reuse(tmp_path):
   calls = []
 
-  def fake_run(config, workdir, overwrite=False):
+  def fake_run(config, workdir, overwrite=False, console=None):
     calls.append((config.model.hidden, config.seed))
     results = _fake_results(float(sum(config.model.hidden)) + config.seed)
     Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def test_points_differing_only_in_evaluation_are_trained_once(tmp_path, capsys):
   grid = [("S", {"dataset.val_letter": "S"}), ("H", {"dataset.val_letter": "H"})]
   sweep_lib.run_sweep(c, grid, tmp_path / "sweep", seeds=(0,))
   out = capsys.readouterr().out
-  assert "H seed 0: trains exactly as S" in out and "evaluating only" in out
+  assert "[run 2/2 (H seed 0)] trains exactly as S" in out and "evaluating only" in out
   s_dir, h_dir = tmp_path / "sweep" / "S" / "seed0", tmp_path / "sweep" / "H" / "seed0"
   assert (h_dir / "train_metrics.jsonl").read_text() == (s_dir / "train_metrics.jsonl").read_text()
   assert json.loads((h_dir / "config.json").read_text())["dataset"]["val_letter"] == "H"
@@ -118,18 +121,31 @@ def test_run_sweep_rejects_bad_grids(tmp_path):
   assert not any(tmp_path.iterdir())
 
 
-def test_main_job_trains_its_declared_baseline_beside_it(tmp_path, capsys):
+def test_main_job_trains_its_declared_baseline_beside_it(tmp_path, capsys, caplog):
   """`experiments.run --config=mixflow_bbbc021.py`: MixFlow and its CFM twin, one table."""
   config = apply_overrides(mixflow_bbbc021.get_config("sim_runlocal"), {
       "baselines.cellflux": "", "dataset.dim": 4, "dataset.cells_per_population": 32, "dataset.control_cells_per_plate": 8,
       "model.hidden": (16, 16), "model.cond_embed": 8, "base.hidden": (8,), "base.num_modes": 3,
       "data.batch_size": 16, "train.steps": 4, "train.steps_per_dispatch": 2,
       "train.log_every": 2, "train.ckpt_every": 4, "eval.num_steps": 4})
-  results = train_with_baselines(config, tmp_path, label="mixflow")
+  with caplog.at_level(logging.WARNING):
+    results = train_with_baselines(config, tmp_path, label="mixflow")
+  # The arm the config defines swaps its base: the parent's gmm and base-optimizer
+  # settings are expected there, not warned about.
+  assert "ignores" not in caplog.text and "no parameter group" not in caplog.text, caplog.text
   out = capsys.readouterr().out
-  assert "[run 1/2: mixflow]" in out and "[run 2/2: cfm_ot_twin] base.name=gaussian" in out
-  assert "| mixflow |" in out and "| cfm_ot_twin |" in out and "cfm_ot_twin: base.name=gaussian" in out
+  assert "[run 1/2 (mixflow)] mixflow, base gmm, coupling exact, model mlp (this config)" in out
+  assert "[run 2/2 (cfm_ot_twin)] mixflow, base gaussian, coupling exact, model mlp " \
+         "(base.name=gaussian)" in out
+  assert re.search(r"^\[run 2/2 \(cfm_ot_twin\)\] \[\s+4/4\] loss=", out, re.M)
+  assert "| mixflow | mixflow, base gmm" in out and "| cfm_ot_twin | mixflow, base gaussian" in out
   assert list(results) == ["mixflow", "cfm_ot_twin"]
+  # Vector data (4-d cells): a PCA figure of real vs generated per held-out compound.
+  heldout = sorted(results["mixflow"]["w1"]["heldout"]["per_condition"])
+  for rdir in (tmp_path, tmp_path / "baselines" / "cfm_ot_twin"):
+    pngs = sorted(p.name for p in rdir.glob("heldout_pca_*.png"))
+    assert pngs == sorted(f"heldout_pca_{plots.file_safe(c)}.png" for c in heldout), pngs
+    assert (rdir / "heldout_metrics.png").is_file()
   table = (tmp_path / "comparison.md").read_text()
   assert "| mixflow |" in table and "| cfm_ot_twin |" in table
   for point, rdir in (("mixflow", tmp_path), ("cfm_ot_twin", tmp_path / "baselines" / "cfm_ot_twin")):

@@ -15,6 +15,14 @@ seeds; `python -m experiments.sweep --config=cfm_letters.py --sweep=letters
 --seeds=0,1,2 --workdir=DIR '--config.eval.splits=("heldout",)'`):
   S 0.4664 / 0.5515 / 0.01179 / 0.0377;  H 0.5324 / 0.6416 / 0.01293 / 0.0357.
 MixFlow Table 1's CFM row (W2): S 0.567, H 0.678.
+
+Expected `:runlocal` (24 training conditions, 16,000 steps, the last
+checkpoint; seed 0; W1 / W2 / MMD / energy):
+  train 0.2503 / 0.315 / 0.002248 / 0.01146;  heldout 0.679 / 0.8234 / 0.02313 / 0.07475.
+It took 120 s of CPU time (115 s user + 5 s system; 3 min 55 s of wall time on
+a shared, heavily loaded 2-core machine, 2026-11-30). The training letters are
+recognisable in train_real_vs_generated.png; the held-out S rotations, 45°
+from any trained one, are not: 4 training rotations are too few to interpolate.
 """
 
 from experiments.configs import common
@@ -46,13 +54,32 @@ def get_config(arg: str | None = None):
   c.eval.select = "heldout/w2"
   c.eval.splits = ("train", "heldout")
   if arg == "runlocal":
+    # Sized so the TRAINING letters come out recognisable in about 2 minutes on
+    # 2 CPU cores (train_real_vs_generated.png). The earlier 3000 steps on all
+    # 60 conditions drew the same disc for every letter: CFM's regression
+    # target is noisy (independent pairs), and fine shapes need many samples.
+    # So: fewer conditions (8 rotations: 24 training, 4 held-out S rotations);
+    # many cheap samples, 16,000 steps of batch 512 through a 128-wide MLP
+    # (beat a 256-wide one at batch 128 or 256 for the same time); a higher
+    # lr; 8 populations per batch, so every update contrasts conditions; an
+    # EMA short enough to follow; and a midpoint solver, which draws thin
+    # strokes sharper than Euler for the same time.
+    c.dataset.num_rotations = 8
+    c.data.batch_size = 512
+    c.data.populations_per_batch = 8
     c.model.hidden = (128, 128, 128)
-    c.train.steps = 3000
-    c.train.steps_per_dispatch = 250
-    c.train.log_every = 500
-    c.train.ckpt_every = 500
-    c.train.keep_checkpoints = 6
-    c.eval.num_steps = 16
+    c.optim.lr = 3e-3
+    c.train.steps = 16_000
+    c.train.steps_per_dispatch = 500
+    c.train.log_every = 2000
+    c.train.ckpt_every = 4000
+    c.train.keep_checkpoints = 2
+    c.train.ema_decay = 0.995
+    # The last checkpoint: 4 held-out rotations 45° apart score the early,
+    # blurry checkpoints best, and the plots should show what was learned.
+    c.eval.select = ""
+    c.eval.solver = "midpoint"
+    c.eval.num_steps = 32
     c.eval.max_samples = 500
   elif arg not in (None, ""):
     raise ValueError(f"cfm_letters: unknown variant {arg!r}; valid: 'runlocal'.")

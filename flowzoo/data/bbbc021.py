@@ -248,7 +248,8 @@ def populations_from_rows(features: np.ndarray, meta: pd.DataFrame, *, source: s
                      covariates=cov, sources=out["sources"] if control_sources else None,
                      sample_plates=out["sample_plates"] if control_sources else None,
                      source_plates=out["source_plates"] if control_sources else None,
-                     pairing=pairing if control_sources else "pooled", info=info)
+                     pairing=pairing if control_sources else "pooled", info=info,
+                     titles=[f"{n} ({m})" if m else n for n, m in zip(out["names"], cov["moa"])])
   return reduce_populations(pops, pca_components) if pca_components else pops
 
 

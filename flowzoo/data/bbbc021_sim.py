@@ -166,7 +166,7 @@ def bbbc021_sim(seed: int = 0, dim: int = 16, descriptor_dim: int = 32, componen
       names=names, samples=samples, descriptors=np.stack(ys), splits=[labels[c] for c in names],
       covariates=dict(compound=list(names), moa=[COMPOUND_MOA[c] for c in names],
                       plates=plates_cov),
-      sources=sources,
+      titles=[f"{c} ({COMPOUND_MOA[c]})" for c in names], sources=sources,
       info=(f"SIMULATED BBBC021 stand-in (not real measurements): real compound names and MoA "
             f"classes (CellFlux Table 3), synthetic {descriptor_dim}-d descriptors and "
             f"{dim}-d cells from a smooth descriptor->{components}-mode mixture map with "

@@ -212,8 +212,9 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
   Returns:
     `Populations` with len(letters) * R / 2 + R / 2 conditions named like
     "S_r03", samples `[copies * points_per_copy, 2]`, descriptors
-    `[K, len(letters) + 1]` (one-hot letter, r / R) and covariates "letter"
-    and "rotation" (the index r).
+    `[K, len(letters) + 1]` (one-hot letter, r / R), covariates "letter",
+    "rotation" (the index r) and "angle" (360 r / R degrees), and titles
+    such as "S, 54°" (from the letter and angle covariates).
   """
   alphabet = _check_letters(letters)
   held = _check_letters(val_letter, "val_letter")
@@ -235,7 +236,7 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
   extent = None if extent is None else float(extent)
   glyphs = [render_glyph(c, int(resolution), extent) for c in alphabet]
   n = int(copies) * int(points_per_copy)
-  names, samples, descriptors, splits, cov_letter, cov_rot = [], [], [], [], [], []
+  names, samples, descriptors, splits, cov_letter, cov_rot, cov_angle = ([] for _ in range(7))
   for li, glyph in enumerate(glyphs):
     for r in range(num_rotations):
       if r % 2 and glyph.char not in held:
@@ -250,13 +251,15 @@ def letters(*, letters: str | Sequence[str] = "SHLTAE", num_rotations: int = 20,
       splits.append("heldout" if r % 2 else "train")
       cov_letter.append(glyph.char)
       cov_rot.append(r)
+      cov_angle.append(360.0 * r / num_rotations)
   info = (f"letters {''.join(alphabet)!r} x {num_rotations} rotations (train: even rotations; "
           f"heldout: odd rotations of {''.join(held)!r}), {n} points per condition "
           f"({copies} copies x {points_per_copy}), {resolution}px {font_name(int(resolution))}, "
           + ("font units" if extent is None else f"extent {extent:g}"))
   return Populations(names=names, samples=samples, descriptors=np.stack(descriptors),
-                     splits=splits, covariates={"letter": cov_letter, "rotation": cov_rot},
-                     info=info)
+                     splits=splits, info=info,
+                     covariates={"letter": cov_letter, "rotation": cov_rot, "angle": cov_angle},
+                     titles=[f"{c}, {a:g}°" for c, a in zip(cov_letter, cov_angle)])
 
 
 # The training populations are the same for every `val_letter` (tested), so a

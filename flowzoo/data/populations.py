@@ -54,6 +54,8 @@ class Populations:
       plate (batch) label of every sample / source sample; needed by a
       `pairing` other than "pooled". Sources are stored sorted by plate.
     pairing: one of `PAIRINGS`.
+    titles: optional K human-readable titles for plots and progress lines,
+      saying what each condition is (letters: "S, 54°"); None: the names.
   """
 
   names: Sequence[str]
@@ -67,6 +69,7 @@ class Populations:
   sample_plates: Sequence[np.ndarray] | None = None
   source_plates: Sequence[np.ndarray] | None = None
   pairing: str = "pooled"
+  titles: Sequence[str] | None = None
 
   def __post_init__(self):
     k = len(self.names)
@@ -97,6 +100,8 @@ class Populations:
     bad = sorted({s for s in self.splits if s not in SPLITS})
     if bad:
       raise ValueError(f"Populations: unknown split label(s) {bad}; valid: {SPLITS}.")
+    if self.titles is not None and len(self.titles) != k:
+      raise ValueError(f"Populations: {len(self.titles)} titles for {k} conditions.")
     for cov, labels in self.covariates.items():
       if len(labels) != k:
         raise ValueError(f"Populations: covariate {cov!r} has {len(labels)} labels, expected {k}.")
@@ -186,6 +191,10 @@ class Populations:
     if ids.size == 0:
       raise ValueError(f"Split {split!r} has no conditions.")
     return ids
+
+  def title(self, k: int) -> str:
+    """What condition `k` is, for a plot or a progress line (its name if untitled)."""
+    return self.names[k] if self.titles is None else self.titles[k]
 
   def has_split(self, split: str) -> bool:
     return split in set(self.splits)
