@@ -199,7 +199,8 @@ def test_run_resumes_past_a_damaged_newest_checkpoint(tmp_path, capsys):
   want = _checkpoint(tmp_path / "checkpoints" / "8")
   damage(tmp_path / "checkpoints" / "8", "truncated")
   capsys.readouterr()
-  again = train_and_evaluate(config, tmp_path)
+  # reevaluate: a finished run is otherwise reused from its eval.json, not restored.
+  again = train_and_evaluate(config, tmp_path, reevaluate=True)
   out = capsys.readouterr().out
   assert f"skipping checkpoint {tmp_path / 'checkpoints' / '8'}: ValueError: " in out
   assert "resuming from checkpoint at step 4" in out
