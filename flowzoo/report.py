@@ -98,7 +98,7 @@ def verdicts(summary: dict) -> list[str]:
     if finite:
       top = max(finite, key=lambda r: r["metrics"][m]["mean"] * (1 if m in higher else -1))
       best.append(f"{m}: {top['name']}")
-  if best:
+  if best and len(rows) > 1:  # one row is trivially the best
     lines.append("Best per metric: " + "; ".join(best) + ".")
   for r in rows:
     if not base or r in base:
