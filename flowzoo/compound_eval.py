@@ -59,7 +59,13 @@ class Reference:
         np.concatenate([pops.samples[k] for k in train]),
         np.concatenate([[moa[k]] * len(pops.samples[k]) for k in train])) \
         if len(set(labels) - {""}) >= 2 else None
-    self.moa_reference = self.score(self.reals)["moa_accuracy"][split]["mean"]
+
+  def moa_accuracy_of_reals(self) -> float:
+    """The classifier's MoA accuracy on this split's real wells (mean over compounds):
+    the reference beside generated wells' `moa_accuracy`."""
+    known = set(self.classifier.classes_) if self.classifier is not None else set()
+    return _nanmean(mprof.moa_accuracy(self.classifier, x, self.moa[c]) if self.moa[c] in known
+                    else float("nan") for c, x in self.reals.items())
 
   def score(self, preds: Mapping[str, np.ndarray]) -> dict:
     """eval.json-format results of `preds` (condition name -> `[n, D]`) on this split."""
@@ -103,12 +109,15 @@ def baseline_results(pops: Populations, splits: Sequence[str]) -> dict[str, dict
   """`{baseline kind: eval.json-format results}` of `compound_baselines` on `splits`."""
   out = {kind: {} for kind in compound_baselines.KINDS}
   for split in splits:
-    if split not in SCORED_SPLITS or not pops.has_split(split):
-      continue
-    ref = Reference(pops, split)
-    for kind, preds in compound_baselines.predict(pops, split).items():
-      _merge(out[kind], ref.score(preds))
+    if split in SCORED_SPLITS and pops.has_split(split):
+      for kind, res in _baseline_scores(pops, Reference(pops, split)).items():
+        _merge(out[kind], res)
   return out
+
+
+def _baseline_scores(pops: Populations, ref: Reference) -> dict[str, dict]:
+  return {kind: ref.score(preds)
+          for kind, preds in compound_baselines.predict(pops, ref.split).items()}
 
 
 def add_baselines(config, split: str, results: dict, seeds: Sequence[int]) -> dict:
@@ -128,11 +137,12 @@ def add_baselines(config, split: str, results: dict, seeds: Sequence[int]) -> di
     return {"names": [], "metrics": list(METRICS), "higher": [m for m, up in METRICS.items()
                                                                if up],
             "descriptions": {}, "notes": []}
-  by_kind = baseline_results(pops, [split])
+  ref = Reference(pops, split)
+  by_kind = _baseline_scores(pops, ref)
   for kind, res in by_kind.items():
     for s in seeds:
       results[kind, s] = res
-  reference = Reference(pops, split).moa_reference
+  reference = ref.moa_accuracy_of_reals()
   return {"names": list(by_kind), "metrics": list(METRICS),
           "higher": [m for m, up in METRICS.items() if up],
           "descriptions": dict(compound_baselines.KINDS),
