@@ -7,9 +7,9 @@ beats an MLP. This times one CFM train step (Gaussian base, independent
 coupling, Adam, CFG condition dropout 0.2, batch `--batch`) for
 
 * the U-Net of `primeflow_perturbench.py:runlocal` (default) or of the full
-  config (`--paper`, PRiMeFlow Table 11: 256 channels, mult (1,1,2,2,4), 2 res
+  `:paper` config (`--paper`, PRiMeFlow Table 11: 256 channels, mult (1,1,2,2,4), 2 res
   blocks, attention at the lowest level; GPU-sized), and
-* the MLP of `primeflow_perturbench.py:mlp_runlocal` (or `:mlp` with `--paper`),
+* the MLP of `primeflow_perturbench.py:mlp_runlocal` (or `:mlp_paper` with `--paper`),
 
 on random data of `--genes` genes (500 = PerturBench devel), and prints
 steps/s, their ratio, and XLA's memory estimate of one compiled step
@@ -89,8 +89,8 @@ def main():
   p.add_argument("--steps_per_dispatch", type=int, default=50)
   p.add_argument("--paper", action="store_true", help="PRiMeFlow Table 11 U-Net size.")
   a = p.parse_args()
-  unet_kw = model_kwargs("" if a.paper else "runlocal")
-  mlp_kw = model_kwargs("mlp" if a.paper else "mlp_runlocal")
+  unet_kw = model_kwargs("paper" if a.paper else "runlocal")
+  mlp_kw = model_kwargs("mlp_paper" if a.paper else "mlp_runlocal")
   rows = []
   for name, model in (("U-Net", UNet(**unet_kw)), ("MLP", MLP(**mlp_kw))):
     rate, params, mem, temp = bench(model, a.genes, a.batch, a.steps, a.steps_per_dispatch)

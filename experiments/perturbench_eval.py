@@ -6,7 +6,7 @@ Every `--workdir` is a finished `experiments.run` directory of an
 `anndata_perturbations` config (config.json + samples.npz) on the same task;
 the table (runs + every applicable baseline) is printed and written to
 `<first workdir>/perturbench.{txt,json}`. Flags only; the work is
-`flowzoo.perturbation_report.report`. Each run also writes its generated
+`flowzoo.perturbation_eval.report`. Each run also writes its generated
 cells as `<workdir>/generated.h5ad` here if it has none yet.
 """
 
@@ -24,12 +24,12 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from flowzoo import generated_cells, perturbation_report  # after flag parsing: faster --help
+  from flowzoo import generated_cells, perturbation_eval  # after flag parsing: faster --help
   for w in _WORKDIRS.value:
     if not (Path(w) / generated_cells.FILE).is_file():
-      config, samples = perturbation_report.load_run(w)
+      config, samples = perturbation_eval.load_run(w)
       generated_cells.write_run(w, config, samples)
-  table, scores = perturbation_report.report(_WORKDIRS.value, split=_SPLIT.value,
+  table, scores = perturbation_eval.report(_WORKDIRS.value, split=_SPLIT.value,
                                              max_cells=_MAX_CELLS.value)
   print(f"PerturBench metrics on the {_SPLIT.value!r} split (mean over conditions; ranks within "
         "cell lines, 0 = best; ^ = higher is better)")

@@ -27,7 +27,13 @@ import numpy as np
 
 from flowzoo.data.perturbation_encoding import Condition
 
-KINDS = ("control", "train_mean", "additive", "cross_covariate")
+# kind -> what it predicts (the tables' "what it is" column).
+KINDS = {
+    "control": "the context's control cells (no effect)",
+    "train_mean": "control + the mean training effect in the context",
+    "additive": "control + the sum of the singles' mean shifts (combinations)",
+    "cross_covariate": "control + the perturbation's mean shift in the other contexts",
+}
 
 
 class Baselines:
@@ -76,7 +82,7 @@ class Baselines:
       ValueError: when `kind` is undefined for the condition (says why).
     """
     if kind not in KINDS:
-      raise KeyError(f"Unknown baseline {kind!r}; valid: {KINDS}.")
+      raise KeyError(f"Unknown baseline {kind!r}; valid: {list(KINDS)}.")
     k = self._index(name)
     c = self.conditions[k]
     g = c.covariates

@@ -28,8 +28,13 @@ SPLITS_ALL = ("train", "validation", "heldout")
 
 def applies(config) -> bool:
   """True for a compound screen with control wells (without MoA labels, MoA accuracy is NaN)."""
-  return config.dataset.name in PROFILE_DATASETS and bool(config.dataset.get("control_sources",
-                                                                              True))
+  return config["dataset"]["name"] in PROFILE_DATASETS and bool(
+      config["dataset"].get("control_sources", True))
+
+
+def comparable(a, b) -> bool:
+  """Runs of configs `a` and `b` are scored on the same wells (the same dataset section)."""
+  return a["dataset"].to_dict() == b["dataset"].to_dict()
 
 
 class Reference:
@@ -92,9 +97,13 @@ def _merge(into: dict, results: dict) -> dict:
   return into
 
 
-def score_run(pops: Populations, samples: Mapping[str, np.ndarray],
+def score_run(config, pops: Populations, samples: Mapping[str, np.ndarray],
               splits: Sequence[str]) -> dict:
-  """Profile metrics of a run's generated wells (`samples["<split>/<name>"]`)."""
+  """Profile metrics of a run's generated wells (`samples["<split>/<name>"]`).
+
+  `config` is unused (`pops` holds the wells); it keeps `flowzoo.domain_eval`'s signature.
+  """
+  del config
   out = {}
   for split in splits:
     if split not in SCORED_SPLITS or not pops.has_split(split):

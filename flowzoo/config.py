@@ -154,6 +154,22 @@ def apply_overrides(config: ml_collections.ConfigDict,
   return resolved(c)
 
 
+def section_overrides(config: ml_collections.ConfigDict, other: ml_collections.ConfigDict
+                      ) -> dict[str, Any]:
+  """Overrides that turn `config` into `other`: each differing top-level section whole.
+
+  For sweep points that compare whole configs (PRiMeFlow's U-Net vs its MLP,
+  MixFlow vs CFM), which differ in many fields: `apply_overrides(config,
+  section_overrides(config, other))` stores as `other` does.
+  """
+  a, b = as_stored(config.to_dict()), as_stored(other.to_dict())
+  unknown = sorted(set(b) - set(a))
+  if unknown:
+    raise KeyError(f"section_overrides: {unknown} are not sections of the base config.")
+  return {k: (other[k].to_dict() if isinstance(other[k], ml_collections.ConfigDict)
+              else other[k]) for k in b if a[k] != b[k]}
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
   """`"a.b=1;c.d=x"` -> `{"a.b": 1, "c.d": "x"}` (values as Python literals, else strings).
 

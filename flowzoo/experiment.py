@@ -21,7 +21,7 @@ import numpy as np
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
 from flowzoo import config as config_lib
-from flowzoo import compound_eval, generated_cells, perturbation_report, plots, selection
+from flowzoo import domain_eval, generated_cells, perturbation_eval, plots, selection
 from flowzoo.checkpoint import Checkpointer
 from flowzoo.config import RESUME_SAFE
 from flowzoo.data.populations import Packed, Populations, pack
@@ -274,8 +274,8 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path,
       num_steps=ev.num_steps, guidance=ev.guidance, metric_names=ev.metrics,
       max_samples=ev.max_samples, samples_per_condition=ev.samples_per_condition,
       chunk=ev.chunk, seed=exp.config.seed, generator=generator, console=console)
-  if compound_eval.applies(exp.config):  # held-out compound metrics (unbiased, retrieval, MoA)
-    results.update(compound_eval.score_run(exp.pops, samples, ev.splits))
+  if (domain := domain_eval.for_config(exp.config)):  # e.g. retrieval, MoA, DEG recall
+    results.update(domain.score_run(exp.config, exp.pops, samples, ev.splits))
   tmp = workdir / "eval.json.tmp"
   tmp.write_text(json.dumps(results, indent=2))
   tmp.replace(workdir / "eval.json")
@@ -289,8 +289,8 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path,
   console.say(f"evaluation took {time.perf_counter() - t0:.1f}s; figures: "
               f"{', '.join(sorted({p.name for _, p in figures}))}")
   console.say("\n" + eval_lib.results_table(results))
-  if (table := perturbation_report.after_evaluation(workdir, exp.config, samples)):
-    console.say(table)  # PerturBench metrics + baselines, and generated.h5ad (anndata_perturbations)
+  if (h5ad := perturbation_eval.after_evaluation(workdir, exp.config, samples)):
+    console.say(f"generated cells: {h5ad}")
   return results
 
 
@@ -334,8 +334,8 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
   points = [Point(n) for n in runs]
   extras = dict(metrics=config.eval.metrics)
   notes = []
-  if compound_eval.applies(config):  # + control / pooled / nearest / linear rows
-    more = compound_eval.add_baselines(config, split, table_results, [config.seed])
+  if (domain := domain_eval.for_config(config)):  # + the trivial baselines' rows
+    more = domain.add_baselines(config, split, table_results, [config.seed])
     points += [Point(n) for n in more["names"]]
     what.update(more["descriptions"])
     extras = dict(metrics=more["metrics"], higher=more["higher"], baselines=more["names"])

@@ -71,7 +71,7 @@ def write_run(workdir: str | Path, config: Mapping, samples: Mapping[str, np.nda
               ) -> Path | None:
   """Writes `workdir/generated.h5ad` for an `anndata_perturbations` run; None otherwise.
 
-  Called by `perturbation_report.after_evaluation` (the run's hook) and by
+  Called by `perturbation_eval.after_evaluation` (the run's hook) and by
   `experiments.perturbench_eval` for runs that predate the hook.
   """
   config = config.to_dict() if hasattr(config, "to_dict") else dict(config)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
-from flowzoo import compound_eval
+from flowzoo import domain_eval
 from flowzoo import config as config_lib
 from flowzoo import report
 from flowzoo.config import apply_overrides, as_stored, config_diff
@@ -73,6 +73,12 @@ def as_points(grid: Sequence) -> list[Point]:
   if not points:
     raise ValueError("sweep grid is empty.")
   return points
+
+
+def _brief(overrides: Mapping[str, Any]) -> dict:
+  """Overrides for a progress line: a whole replaced section shows as "<section name>"."""
+  return {k: f"<{v.get('name', k)} section>" if isinstance(v, Mapping) else v
+          for k, v in overrides.items()}
 
 
 def run_dir(workdir: str | Path, point: Point, seed: int) -> Path:
@@ -174,7 +180,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
         console.say(f"finished run found in {rdir}, reusing it.")
         results[p.name, s] = json.loads((rdir / "eval.json").read_text())
         continue
-      console.say(f"overrides {dict(p.overrides)} -> {rdir}")
+      console.say(f"overrides {_brief(p.overrides)} -> {rdir}")
       twin = _trained_twin(cfg, rdir, [(q, configs[q.name, s], run_dir(workdir, q, s))
                                        for q in points[:i]])
       if twin is not None:
@@ -183,9 +189,9 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
         _copy_training(run_dir(workdir, twin, s), rdir)
       results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite, console=console)
   extras, notes = dict(metrics=metrics), []
-  same_data = all(c.dataset.to_dict() == config.dataset.to_dict() for c in configs.values())
-  if compound_eval.applies(config) and same_data:  # the trivial baselines as rows
-    more = compound_eval.add_baselines(config, split, results, seeds)
+  domain = domain_eval.for_config(config)
+  if domain and all(domain.comparable(config, c) for c in configs.values()):
+    more = domain.add_baselines(config, split, results, seeds)  # the trivial baselines as rows
     points = list(points) + [Point(n) for n in more["names"]]
     extras = dict(metrics=tuple(metrics_arg) if metrics_arg else more["metrics"],
                   higher=more["higher"], baselines=more["names"])
@@ -197,9 +203,15 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
 
 
 def sweeps_from_file(config_path: str | Path) -> dict:
-  """The named grids of a config file: its module's `sweeps()` (name -> grid)."""
+  """The named grids of a config file: its module's `sweeps()` (name -> grid).
+
+  A `sweeps(arg)` that takes an argument gets the config's variant (the text
+  after ":"), so its points can be whole configs of the same variant.
+  """
   import importlib.util  # pylint: disable=import-outside-toplevel
-  path = Path(str(config_path).partition(":")[0])
+  import inspect  # pylint: disable=import-outside-toplevel
+  file, _, variant = str(config_path).partition(":")
+  path = Path(file)
   spec = importlib.util.spec_from_file_location(f"_sweep_config_{path.stem}", path)
   if spec is None or spec.loader is None:
     raise FileNotFoundError(f"cannot load config module {path}.")
@@ -207,7 +219,8 @@ def sweeps_from_file(config_path: str | Path) -> dict:
   spec.loader.exec_module(module)
   if not hasattr(module, "sweeps"):
     raise KeyError(f"{path} defines no sweeps() (named grids of config overrides).")
-  return module.sweeps()
+  takes_variant = bool(inspect.signature(module.sweeps).parameters)
+  return module.sweeps(variant or None) if takes_variant else module.sweeps()
 
 
 def run_named(config: ml_collections.ConfigDict, config_path: str | Path, name: str,

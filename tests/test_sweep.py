@@ -63,8 +63,9 @@ def test_run_sweep_table_stats_and_reuse(tmp_path):
   assert "| big | 33 ± 0.82 | 33 ± 0.82 | +560% / +560% |" in table
   assert "| small | 5 ± 0.82" in table
   rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
+  # The learned points, then the letters baselines (flowzoo/letters_eval.py).
   assert [(r["point"], r["metric"]) for r in rows] == [
-      ("big", "w1"), ("big", "w2"), ("small", "w1"), ("small", "w2")]
+      (p, m) for p in ("big", "small", "nearest_rotation", "pooled_letter") for m in ("w1", "w2")]
   assert json.loads((tmp_path / "sweep.json").read_text())["seeds"] == [0, 1, 2]
   assert (tmp_path / "sweep.png").stat().st_size > 1000
   assert (tmp_path / "small" / "seed2" / "eval.json").is_file()

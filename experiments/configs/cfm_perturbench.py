@@ -7,9 +7,10 @@ with a fixed base MixFlow has nothing to project and is vanilla CFM (MixFlow
 
     python -m experiments.run --config=cfm_perturbench.py:runlocal --workdir=/tmp/cfm_pb
     python -m experiments.perturbench_eval --workdir=/tmp/pf --workdir=/tmp/mixflow_pb \
-        --workdir=/tmp/cfm_pb
+        --workdir=/tmp/cfm_pb     # finished runs of different configs in one table
 
-Expected metrics: see experiments/configs/README_perturbench.md (measured).
+Expected metrics: results/perturbench.md (the "cfm" point of primeflow_perturbench.py's
+"methods" sweep, 3 seeds).
 """
 
 from experiments.configs import common, mixflow_perturbench

@@ -7,8 +7,9 @@ singles || one-hot cell line of `anndata_perturbations`, so a held-out
 combination's base is predicted from its seen singles. The velocity field is
 flowzoo's MLP (MixFlow's reference is an MLP); base, coupling, optimiser and
 planner are mixflow_bbbc021.py's (see the reasons there). MixFlow §5.2 scores
-W1, W2, MMD and energy distance: `eval.metrics`; PerturBench's metrics and the
-baselines come from `python -m experiments.perturbench_eval --workdir=DIR`.
+W1, W2, MMD and energy distance: `eval.metrics`; every run adds PerturBench's
+metrics and prints them beside the control, training-mean and additive /
+cross-cell-line baselines (`flowzoo/perturbation_eval.py`).
 
 Variants "[pca][_covariate][_runlocal]": the combination task (default) or
 covariate transfer, gene space or the 50-component training PCA, and a CPU
@@ -18,7 +19,8 @@ size (MLP 256 x 3, 1,500 steps, 100 cells per held-out condition).
     python -m experiments.sweep --config=mixflow_perturbench.py:runlocal --sweep=baseline \
         --workdir=DIR        # MixFlow and its CFM twin (cfm_perturbench.py)
 
-Expected metrics: see experiments/configs/README_perturbench.md (measured).
+Expected metrics: results/perturbench.md (`primeflow_perturbench.py`'s "methods"
+sweep runs this config's runlocal variant as its "mixflow" point, 3 seeds).
 """
 
 from experiments.configs import common, primeflow_perturbench

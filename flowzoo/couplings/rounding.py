@@ -33,8 +33,10 @@ class RoundedMatching(Sinkhorn):
   """Sinkhorn plan rounded to a one-to-one matching (WFM Appendix A.1 and C).
 
   Same arguments as `Sinkhorn` except `pairs` (always "round"); the defaults
-  are not WFM's (Appendix E.2: epsilon 0.002, 200 iterations): on the
-  mean-scaled cost used here those do not converge, and the rounded matching
+  are not WFM's (Appendix E.2: epsilon 0.002, 200 iterations, which the
+  reference code applies to the max-scaled cost, where they converge within
+  1.6 % of the optimum): on the mean-scaled cost used here those do not
+  converge, and the rounded matching
   is 33-59 % above the exact OT cost (2-D Gaussians, n = 64-1024). epsilon
   0.01 with up to 1000 iterations converges (threshold 1e-3; Sinkhorn stops
   there) within 1.5 % of it. Needs n == m; returns

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from flowzoo import baselines, metrics_perturbation as mp, perturbation_report as report
+from flowzoo import baselines, metrics_perturbation as mp, perturbation_eval as report
 from flowzoo.data import anndata_perturbations as ap
 from tests.perturbation_helpers import LOAD_ARGS, write
 
@@ -57,12 +57,43 @@ def test_report_reads_runs_and_refuses_mixed_tasks(tmp_path, data):
     report.report([tmp_path / "none"])
 
 
-def test_after_evaluation_writes_the_run_outputs(tmp_path, data):
+def _config(data):
   section = dict(name=ap.NAME, **{k: list(v) if isinstance(v, tuple) else v
                                   for k, v in data.args.items()})
+  return {"dataset": section}
+
+
+def test_after_evaluation_writes_only_perturbation_runs(tmp_path, data):
   samples = {f"heldout/{n}": data.gene_samples[data.index(n)] for n in ("A+B|x", "A+C|x")}
-  text = report.after_evaluation(tmp_path, {"dataset": section}, samples, n_degs=2)
-  assert "baseline: additive" in text
-  for f in ("generated.h5ad", "perturbench.txt", "perturbench.json"):
-    assert (tmp_path / f).is_file()
+  assert report.after_evaluation(tmp_path, _config(data), samples) == tmp_path / "generated.h5ad"
+  assert (tmp_path / "generated.h5ad").is_file()
   assert report.after_evaluation(tmp_path, {"dataset": {"name": "letters"}}, samples) is None
+
+
+def test_eval_json_form_and_baseline_rows_feed_the_report_writer(data):
+  """`score_run` and `add_baselines` (the `domain_eval` interface) give eval.json entries
+  whose means are `score`'s, and the report writer tabulates them with a verdict."""
+  from flowzoo import domain_eval, report as writer
+  from flowzoo.sweep import Point
+  config = _config(data)
+  assert domain_eval.for_config(config) is report
+  real = {n: data.gene_samples[data.index(n)] for n in ("A+B|x", "A+C|x")}
+  # A run that predicts the control cells: as bad as the control baseline.
+  ctrl = data.gene_samples[data.control_index[data.index("A+B|x")]]
+  samples = {f"heldout/{n}": ctrl for n in real} | {"train/A|x": ctrl}
+  results = {("run", 0): report.score_run(config, None, samples, ("train", "heldout"))}
+  run = results["run", 0]
+  assert set(run) == set(report.METRICS) and set(run["rmse_mean"]) == {"heldout"}
+  direct = report.score(data, {"r": {n: ctrl for n in real}}, baselines=False)["r"]
+  assert run["rmse_mean"]["heldout"]["per_condition"] == direct["rmse_mean"]
+  assert run["rmse_mean"]["heldout"]["mean"] == pytest.approx(
+      np.mean(list(direct["rmse_mean"].values())))
+  extras = report.add_baselines(config, "heldout", results, [0])
+  assert extras["names"] == ["control", "train_mean", "additive"]
+  assert results["control", 0]["rmse_mean"] == run["rmse_mean"]  # same cells, same score
+  summary = writer.summarize([Point("run")] + [Point(n) for n in extras["names"]], [0],
+                             results, split="heldout", metrics=extras["metrics"],
+                             higher=extras["higher"], baselines=extras["names"])
+  assert summary["higher"] == ["deg_recall", "cosine_logfc"]
+  lines = writer.verdicts(summary)
+  assert any(line.startswith("run does not beat the trivial baseline") for line in lines)

@@ -1,23 +1,18 @@
-"""Scores trained runs' generated cells and the baselines with PerturBench's metrics: one table.
+"""Single-cell perturbation evaluation: PerturBench metrics of a run and of the baselines.
 
-For one evaluation split (default "heldout") of an `anndata_perturbations`
-dataset, every run (its `samples.npz`, decoded to gene space) and every
-baseline defined for all of the split's conditions (`flowzoo.baselines`) is
-scored with `flowzoo.metrics_perturbation` against the real cells; the table
-shows each metric's mean over the conditions (ranks within covariate
-contexts). All rows share the real cells, the control cells and the 30-PC
-projection fitted on the real cells, so they are comparable. Runs must share
-the dataset and split (a PCA-space run may differ in `pca_components` only).
+For `anndata_perturbations` datasets, every run scores the generated cells of
+each evaluated split (decoded to gene space, PCA runs included) with
+`flowzoo.metrics_perturbation` against the real cells, in `eval.json`'s
+format: `results[metric][split] = {"mean", "per_condition"}` for every metric
+and its rank version. `add_baselines` scores `flowzoo.baselines` (control,
+training mean, additive, cross-covariate) the same way, so the report writer
+puts them in one table with the learned methods (`flowzoo.domain_eval` is the
+common interface with `compound_eval`). All rows of a split share the real
+cells, the control cells and the 30-PC projection fitted on the real cells.
 
-    python -m experiments.perturbench_eval --workdir=RUN [--workdir=RUN2 ...]
-
-or `report(workdirs)`. A run can do it itself right after evaluation with one
-line in `flowzoo.experiment._evaluate_and_write` (after samples.npz):
-
-    if (table := perturbation_report.after_evaluation(workdir, exp.config, samples)): print(table)
-
-which writes generated.h5ad and perturbench.{txt,json} and returns the table
-(None for datasets other than `anndata_perturbations`).
+`report(workdirs)` (CLI `python -m experiments.perturbench_eval`) tabulates
+finished runs of one task side by side without the report writer, e.g. runs
+of different configs; `after_evaluation` writes a run's `generated.h5ad`.
 """
 
 from __future__ import annotations
@@ -34,6 +29,9 @@ from flowzoo import metrics_perturbation as mp
 from flowzoo.data import anndata_perturbations as ap
 from flowzoo.generated_cells import dataset_kwargs
 
+SCORED_SPLITS = ("heldout", "validation")
+# eval.json metric -> higher is better: each PerturBench metric, then its rank.
+METRICS = dict(mp.METRICS) | {f"{m}_rank": False for m in mp.METRICS}
 # Columns: metric (mean over conditions) and its rank; "^" higher is better.
 SHORT = {"mmd_gex": "MMD gex", "mmd_pca": "MMD pca", "deg_recall": "DEG rec^",
          "cosine_logfc": "cos lfc^", "rmse_mean": "RMSE"}
@@ -131,32 +129,93 @@ def table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
 
 
 def run_scores(config: Mapping, samples: Mapping[str, np.ndarray], *, split: str = "heldout",
-               label: str = "", n_degs: int = mp.N_DEGS) -> dict:
-  """Scores of one run's samples and the baselines (`score`)."""
-  config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+               label: str = "", n_degs: int = mp.N_DEGS, baselines: bool = True) -> dict:
+  """Scores of one run's samples (and the baselines): `score`."""
+  config = _as_dict(config)
   data = ap.load_cached(**dataset_kwargs(config))
   reference = data if data.pca is None else ap.load_cached(
       **dict(dataset_kwargs(config), pca_components=0))
   preds = predictions(data, samples, split)
-  return score(reference, {label or run_label(config): preds}, split=split, n_degs=n_degs)
+  return score(reference, {label or run_label(config): preds}, split=split, n_degs=n_degs,
+               baselines=baselines)
 
 
-def after_evaluation(workdir: str | Path, config: Mapping, samples: Mapping[str, np.ndarray],
-                     *, split: str = "heldout", n_degs: int = mp.N_DEGS) -> str | None:
-  """For an `anndata_perturbations` run: writes generated.h5ad and perturbench.{txt,json}
-  in `workdir` and returns the table; None (nothing written) for other datasets or when
-  `split` was not generated."""
-  config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+def after_evaluation(workdir: str | Path, config: Mapping,
+                     samples: Mapping[str, np.ndarray]) -> Path | None:
+  """Writes an `anndata_perturbations` run's generated.h5ad into `workdir` (its path);
+  None for other datasets."""
+  config = _as_dict(config)
   if config["dataset"]["name"] != ap.NAME:
     return None
-  generated_cells.write_run(workdir, config, samples)
-  if not any(k.startswith(f"{split}/") for k in samples):
-    return None
-  scores = run_scores(config, samples, split=split, label=Path(workdir).name, n_degs=n_degs)
-  text = table(scores)
-  Path(workdir, "perturbench.txt").write_text(text + "\n")
-  Path(workdir, "perturbench.json").write_text(json.dumps(scores, indent=2))
-  return text
+  return generated_cells.write_run(workdir, config, samples)
+
+
+# -- the `flowzoo.domain_eval` interface ---------------------------------------------------
+def applies(config) -> bool:
+  """True for an `anndata_perturbations` dataset."""
+  return config["dataset"]["name"] == ap.NAME
+
+
+def comparable(a, b) -> bool:
+  """Runs of `a` and `b` share real cells and baselines (only `pca_components` may differ)."""
+  return _same_task(_as_dict(a), _as_dict(b))
+
+
+def _as_dict(config) -> dict:
+  return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def _as_results(per: Mapping[str, Mapping[str, float]], split: str) -> dict:
+  return {m: {split: {"mean": float(np.mean(list(per[m].values()))),
+                      "per_condition": dict(per[m])}} for m in METRICS}
+
+
+def score_run(config, pops, samples: Mapping[str, np.ndarray], splits: Sequence[str]) -> dict:
+  """PerturBench metrics of a run's generated cells (`samples["<split>/<name>"]`).
+
+  `pops` is unused (the gene-space data is loaded from `config`); the argument
+  keeps `flowzoo.domain_eval`'s signature.
+  """
+  del pops
+  config = _as_dict(config)
+  out = {}
+  for split in splits:
+    if split in SCORED_SPLITS and any(k.startswith(f"{split}/") for k in samples):
+      per = run_scores(config, samples, split=split, label="run", baselines=False)["run"]
+      for m, by_split in _as_results(per, split).items():
+        out.setdefault(m, {}).update(by_split)
+  return out
+
+
+def add_baselines(config, split: str, results: dict, seeds: Sequence[int]) -> dict:
+  """Puts the baselines' results into a report's `results` (one per seed: they are
+  deterministic) and returns the `report.summarize` extras for the table.
+
+  Args:
+    config: the runs' config (the gene-space dataset is loaded from it).
+    split: the tabulated split.
+    results: `(point name, seed) -> eval results`, extended in place.
+  Returns:
+    {"names": baseline point names, "metrics", "higher", "descriptions", "notes"}.
+  """
+  config = _as_dict(config)
+  higher = [m for m, up in METRICS.items() if up]
+  data = ap.load_cached(**dict(dataset_kwargs(config), pca_components=0))
+  if split not in SCORED_SPLITS or not data.populations.has_split(split):
+    return {"names": [], "metrics": list(METRICS), "higher": higher, "descriptions": {},
+            "notes": []}
+  scores = score(data, {}, split=split)
+  names = []
+  for label, per in scores.items():
+    kind = label.removeprefix("baseline: ")
+    names.append(kind)
+    for s in seeds:
+      results[kind, s] = _as_results(per, split)
+  return {"names": names, "metrics": list(METRICS), "higher": higher,
+          "descriptions": {k: baselines_lib.KINDS[k] for k in names},
+          "notes": ["Ranks: within a cell line, the fraction of the other conditions' "
+                    "predictions closer to a condition's real cells than its own (0 = best, "
+                    "about 0.5 = random). Baselines use real cells only, no seed."]}
 
 
 def _same_task(a: Mapping, b: Mapping) -> bool:
