@@ -61,6 +61,15 @@ RMSE; results/perturbench.md has every column, std and the paired changes):
   additive baseline 0.0016 / 0.0017 / 0.233 / 0.714 / 0.0199
 At this size no flow beats the additive baseline on the distribution and mean
 metrics; the PCA-space MLP is the best flow (and beats it on DEG recall).
+Covariate transfer (`:covariate_runlocal`, same columns):
+  primeflow_unet 0.0274 / 0.181  / 0.039 / 0.102 / 0.450
+  primeflow_mlp  0.0052 / 0.0180 / 0.150 / 0.161 / 0.108
+  fm_pca         0.0501 / 0.0133 / 0.146 / 0.449 / 0.103
+  mixflow        0.0081 / 0.0371 / 0.174 / 0.169 / 0.110
+  cfm            0.0223 / 0.0139 / 0.131 / 0.124 / 0.123
+  train_mean baseline -0.0004 / 0.0021 / 0.087 / 0.634 / 0.0754
+(the McFaline23 effects in these 500 genes are tiny: every flow loses to the
+baselines on MMD and RMSE; MixFlow has the best DEG recall of any row).
 The CPU default (`--config=primeflow_perturbench.py`, seed 0; 15 min 28 s on 2
 idle cores, 2026-11-30): held-out 0.0173 / 0.0164 / 0.093 / 0.171 / 0.0437, better
 than the control and training-mean baselines on MMD and RMSE, not the additive one.
