@@ -56,18 +56,16 @@ def predict(pops: Populations, split: str) -> dict[str, dict[str, np.ndarray]]:
     ValueError: a condition's letter has no training rotation.
   """
   letter = np.asarray(pops.covariates["letter"])
-  rotation = np.asarray(pops.covariates["rotation"])
+  angle = np.asarray(pops.covariates["angle"], np.float64)
   train = pops.split_ids("train")
-  period = int(rotation.max()) + 1 if len(rotation) else 1
   out = {kind: {} for kind in KINDS}
   for k in pops.split_ids(split):
     same = [j for j in train if letter[j] == letter[k]]
     if not same:
       raise ValueError(f"letter {letter[k]!r} ({pops.names[k]}) has no training rotation: "
                        "the letters baselines need one.")
-    # Circular distance in rotation steps; ties go to the smaller rotation.
-    dist = [min((rotation[j] - rotation[k]) % period, (rotation[k] - rotation[j]) % period)
-            for j in same]
+    # Circular distance in degrees; ties go to the smaller angle (the earlier condition).
+    dist = [min((angle[j] - angle[k]) % 360.0, (angle[k] - angle[j]) % 360.0) for j in same]
     nearest = same[int(np.argmin(dist))]
     out["nearest_rotation"][pops.names[k]] = pops.samples[nearest]
     out["pooled_letter"][pops.names[k]] = np.concatenate([pops.samples[j] for j in same])
