@@ -62,7 +62,7 @@ def predict(pops: Populations, split: str) -> dict[str, dict[str, np.ndarray]]:
   for k in pops.split_ids(split):
     same = [j for j in train if letter[j] == letter[k]]
     if not same:
-      raise ValueError(f"letter {letter[k]!r} ({pops.names[k]}) has no training rotation: "
+      raise ValueError(f"letter {str(letter[k])!r} ({pops.names[k]}) has no training rotation: "
                        "the letters baselines need one.")
     # Circular distance in degrees; ties go to the smaller angle (the earlier condition).
     dist = [min((angle[j] - angle[k]) % 360.0, (angle[k] - angle[j]) % 360.0) for j in same]

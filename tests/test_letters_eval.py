@@ -44,3 +44,13 @@ def test_a_letters_config_gets_baseline_rows():
     assert results[kind, 0] == results[kind, 1]  # deterministic: one row for every seed
     assert set(results[kind, 0]) == set(config.eval.metrics)
     assert results[kind, 0]["w1"]["heldout"]["mean"] > 0.1  # neither is the held-out letter
+
+
+def test_a_letter_without_training_rotation_is_refused_by_name():
+  from flowzoo.data.populations import Populations
+  pts = np.zeros((5, 2), np.float32)
+  pops = Populations(names=["S_r00", "H_r01"], samples=[pts, pts], descriptors=np.eye(2),
+                     splits=["train", "heldout"],
+                     covariates={"letter": ["S", "H"], "angle": [0.0, 90.0]})
+  with pytest.raises(ValueError, match=r"letter 'H' \(H_r01\) has no training rotation"):
+    letters_eval.predict(pops, "heldout")

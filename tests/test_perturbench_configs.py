@@ -74,3 +74,13 @@ def test_methods_sweep_points_are_the_configs_they_name():
     want = config_lib.as_stored(config_lib.resolved(other).to_dict())
     assert config_lib.config_diff(got, want, ("eval",)) == [], name
   assert points["primeflow_unet"] == {} and "eval" not in points["mixflow"]
+
+
+def test_section_overrides_refuses_sections_the_base_lacks():
+  from flowzoo import config as config_lib
+  base = primeflow_perturbench.get_config("runlocal")
+  other = primeflow_perturbench.get_config("mlp_runlocal")
+  with other.unlocked():
+    other.extra = {"x": 1}
+  with pytest.raises(KeyError, match=r"\['extra'\] are not sections of the base config"):
+    config_lib.section_overrides(base, other)
