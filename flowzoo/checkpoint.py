@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from flowzoo import distributed
 from flowzoo.config import RESUME_SAFE, as_stored, config_diff, flatten
 
 # Orbax's unfinished step directories (`orbax/checkpoint/_src/path/atomicity_types.py`).
@@ -85,11 +86,12 @@ class Checkpointer:
     config_dict = as_stored(config_dict)
     ckpt_dir = self.workdir / "checkpoints"
     cfg_path = self.workdir / "config.json"
+    discard = False
     if cfg_path.exists() and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
       old = _read_config(cfg_path, ckpt_dir, overwrite)  # None: unreadable, overwritten
       diff = ["config.json"] if old is None else config_diff(old, config_dict, resume_safe)
       if diff:
-        if not overwrite:
+        if not overwrite:  # every process reads the same files, so all refuse alike
           # A key only one side has usually means the run was written by an
           # older (or newer) flowzoo that lacked the field: say so.
           stored, current = flatten(old), flatten(config_dict)
@@ -104,21 +106,21 @@ class Checkpointer:
                  "continuation. "
                  if "train.steps" in diff else "")
               + "Use another --workdir, or pass --overwrite to discard them.")
-        shutil.rmtree(ckpt_dir)
-        shutil.rmtree(self.workdir / DAMAGED, ignore_errors=True)
-        for path in (p for pattern in outputs for p in self.workdir.glob(pattern)):
-          if path.is_dir():
-            shutil.rmtree(path)
-          else:
-            path.unlink()
-    tmp = cfg_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True, default=str))
-    tmp.replace(cfg_path)  # atomic
-    # Safe only because no other run writes here (`flowzoo.workdir_lock`).
-    for path in sorted(ckpt_dir.glob(TMP_GLOB)):
-      print(f"removing {path}: an unfinished checkpoint save (the run was killed or the "
-            f"save failed while writing it).", flush=True)
-      shutil.rmtree(path)
+        discard = True
+    # Every process has read the workdir; from here its files are the primary's.
+    distributed.barrier("checkpointer_read")
+    if distributed.is_primary():
+      if discard:
+        _discard_run(self.workdir, outputs)
+      tmp = cfg_path.with_suffix(".json.tmp")
+      tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True, default=str))
+      tmp.replace(cfg_path)  # atomic
+      # Safe only because no other run writes here (`flowzoo.workdir_lock`).
+      for path in sorted(ckpt_dir.glob(TMP_GLOB)):
+        print(f"removing {path}: an unfinished checkpoint save (the run was killed or the "
+              f"save failed while writing it).", flush=True)
+        shutil.rmtree(path)
+    distributed.barrier("checkpointer")  # the others wait for the clean-up
     self.directory = ckpt_dir.resolve()
     # The handler fixes orbax's single-item layout (`<step>/default/`); left
     # to infer it, orbax locks in whatever the first step restored looks
@@ -254,15 +256,28 @@ class Checkpointer:
     if not failed:
       return
     dest = self.workdir / DAMAGED
-    dest.mkdir(exist_ok=True)
-    for s in failed:
-      target, n = dest / str(s), 1
-      while target.exists():
-        target, n = dest / f"{s}.{n}", n + 1
-      shutil.move(str(self.directory / str(s)), target)
+    if distributed.is_primary():
+      dest.mkdir(exist_ok=True)
+      for s in failed:
+        target, n = dest / str(s), 1
+        while target.exists():
+          target, n = dest / f"{s}.{n}", n + 1
+        shutil.move(str(self.directory / str(s)), target)
+      print(f"resuming from the newest usable checkpoint; moved step(s) {sorted(failed)} to "
+            f"{dest} (delete them once inspected).", flush=True)
+    distributed.barrier("set_aside")
     self.manager.reload()
-    print(f"resuming from the newest usable checkpoint; moved step(s) {sorted(failed)} to "
-          f"{dest} (delete them once inspected).", flush=True)
+
+
+def _discard_run(workdir: Path, outputs: Sequence[str]) -> None:
+  """Deletes another config's checkpoints and the outputs derived from them."""
+  shutil.rmtree(workdir / "checkpoints")
+  shutil.rmtree(workdir / DAMAGED, ignore_errors=True)
+  for path in (p for pattern in outputs for p in workdir.glob(pattern)):
+    if path.is_dir():
+      shutil.rmtree(path)
+    else:
+      path.unlink()
 
 
 def _read_config(path: Path, ckpt_dir: Path, overwrite: bool) -> dict | None:

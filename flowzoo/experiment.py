@@ -6,10 +6,12 @@ without touching the file system; `Experiment.train`/`generate` use them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 from flowzoo import build as build_lib
 from flowzoo import evaluate as eval_lib
 from flowzoo import config as config_lib
-from flowzoo import domain_eval, generated_cells, perturbation_eval, plots, selection
+from flowzoo import distributed, domain_eval, generated_cells, perturbation_eval, plots, selection
 from flowzoo.checkpoint import Checkpointer
 from flowzoo.config import RESUME_SAFE
 from flowzoo.data.populations import Packed, Populations, pack
@@ -160,7 +162,9 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False,
   another config's run) deletes that run's checkpoints and these outputs
   first. A finished run of the same config with the same evaluation settings
   (`flowzoo.config.finished_run`) is not evaluated again: its eval.json is
-  returned, unless `reevaluate`.
+  returned, unless `reevaluate`. In a multi-process run every process trains
+  and checkpoints; only the primary one prints, writes and evaluates, and the
+  others return `{}` (`flowzoo.distributed`).
 
   Args:
     console: where progress lines go (a multi-run job's carries the run's
@@ -179,12 +183,22 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False,
     results = json.loads((workdir / "eval.json").read_text())
     console.say("\n" + eval_lib.results_table(results))
     return results
+  if jax.process_count() > 1 and config_lib.parse_select(config.eval.select):
+    raise ValueError(
+        f"eval.select={config.eval.select!r}: checkpoint selection restores and scores every "
+        "kept checkpoint in the primary process alone, which a multi-process run cannot do. "
+        "Train with --config.eval.select= here, or run the same command again in one process "
+        "to select and evaluate.")
+  if not distributed.is_primary():
+    console = Console(stream=open(os.devnull, "w"))  # pylint: disable=consider-using-with
   exp = setup(config, quiet_unused=arm)
   console.say(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} "
               f"conditions, event shape {exp.pops.event_shape}, descriptor dim "
               f"{exp.pops.cond_dim}")
-  console.say(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
-  with WorkdirLock(workdir):  # a second run on `workdir` is refused
+  console.say(f"devices: {jax.device_count()} x {jax.devices()[0].platform}"
+              + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+  # One lock per run, held by the primary process (`flowzoo.distributed`).
+  with WorkdirLock(workdir) if distributed.is_primary() else contextlib.nullcontext():
     return _train_and_evaluate_locked(exp, workdir, overwrite, console)
 
 
@@ -199,7 +213,9 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
   t = config.train
   start = int(state.step)
   rng = jax.random.key(config.seed + 1)
-  writer, progress = MetricWriter(workdir, start), Progress(t.steps, start, console)
+  primary = distributed.is_primary()
+  writer = MetricWriter(workdir, start) if primary else None
+  progress = Progress(t.steps, start, console)
   try:
     step = start
     while step < t.steps:
@@ -210,7 +226,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
         progress.compiled(step + t.steps_per_dispatch, t.steps_per_dispatch)
       step += t.steps_per_dispatch
       ckpt.check()  # a failed background save stops the run now, not a save later
-      if step % t.log_every == 0 or step == t.steps:
+      if writer and (step % t.log_every == 0 or step == t.steps):
         scalars = {k: float(np.mean(v)) for k, v in m.items()}
         scalars["steps_per_s"] = progress.steps_per_second(step)
         writer.write(step, scalars)
@@ -220,20 +236,28 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
     ckpt.wait()
     if start >= t.steps:
       console.say(f"restored a finished run at step {start}; evaluating only.")
+    if jax.process_count() > 1:  # the primary evaluates alone, from a host copy
+      state = jax.device_get(state)
+      if not primary:
+        distributed.barrier("evaluated")
+        return {}
     ev = config.eval
     generator = eval_lib.Generator(exp.method, solver=ev.solver, num_steps=ev.num_steps,
                                    guidance=ev.guidance, chunk=ev.chunk)
     if config_lib.parse_select(ev.select):
       state = selection.select_checkpoint(exp, ckpt, workdir, _eval_key(config),
                                           generator=generator, console=console, writer=writer)
-    return _evaluate_and_write(exp, state, workdir, generator, console, writer)
+    results = _evaluate_and_write(exp, state, workdir, generator, console, writer)
+    distributed.barrier("evaluated")
+    return results
   except FloatingPointError as e:  # diverged: say where a rerun resumes and what to change
     raise FloatingPointError(f"{e} {_divergence_advice(config, ckpt)}") from None
   except KeyboardInterrupt:
     raise Interrupted(f"interrupted at step {step}; run the same command again to resume "
                       f"(from the checkpoint of step {ckpt.latest_step()}).") from None
   finally:
-    writer.close()
+    if writer:
+      writer.close()
     ckpt.close()
 
 
@@ -311,7 +335,8 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
     results: a `results/<config>.md` page to write the table into (section
       "<label> run"), with `command`.
   Returns:
-    `{arm name: eval results}`, the config itself first (named `label`).
+    `{arm name: eval results}`, the config itself first (named `label`);
+    `{}` as the results in the non-primary processes of a multi-process run.
   """
   from flowzoo import report  # pylint: disable=import-outside-toplevel
   from flowzoo.sweep import Point  # pylint: disable=import-outside-toplevel
@@ -325,10 +350,12 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
   results_of = {}
   for i, (name, (cfg, rdir)) in enumerate(runs.items()):
     console = Console(f"[run {i + 1}/{len(runs)} ({name})]" if len(runs) > 1 else "")
-    if len(runs) > 1:
+    if len(runs) > 1 and distributed.is_primary():
       console.say(what[name])
     results_of[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite, reevaluate=reevaluate,
                                           console=console, arm=name != label)
+  if not distributed.is_primary():  # tables are the primary's (`flowzoo.distributed`)
+    return results_of
   split = next(s for s in ("heldout", "validation", "train") if s in config.eval.splits)
   table_results = {(n, config.seed): r for n, r in results_of.items()}
   points = [Point(n) for n in runs]

@@ -11,7 +11,8 @@ replicated. XLA inserts the gradient all-reduce. We chose this over
 devices: couplings see the whole global minibatch and random draws do not
 depend on the device count, so an N-device run matches a 1-device run to float
 tolerance. The host blocks on every dispatch (we read the metrics anyway),
-which avoids the CPU collective deadlock noted in ENVIRONMENT.md.
+which avoids the CPU collective deadlock noted in ENVIRONMENT.md. The mesh
+spans every process's devices in a multi-process run (`flowzoo.distributed`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from flowzoo import distributed
 from flowzoo.data.populations import Packed, sample_batch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -210,4 +212,5 @@ class Trainer:
     return state, metrics
 
   def replicate(self, tree):
-    return jax.device_put(tree, self.replicated)
+    """Host arrays, the same in every process, replicated over the mesh."""
+    return distributed.replicate(tree, self.replicated)

@@ -1,23 +1,14 @@
-"""Train step: group masking, non-finite detection, no retracing, N devices == 1."""
-
-import json
-import os
-import subprocess
-import sys
-import textwrap
+"""Train step: group masking, non-finite detection, no retracing (N devices: test_multiprocess)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from flowzoo.data.populations import Populations, pack
 from flowzoo.methods.method import Method
 from flowzoo.train import Trainer, make_optimizer
 from tests.helpers import tiny_letters_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def toy_data():
@@ -109,39 +100,6 @@ def test_non_finite_lr_from_the_config_names_the_group():
   from flowzoo.experiment import setup  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match=r"group 'velocity'.*lr must be a finite number, got inf"):
     setup(tiny_letters_config(**{"optim.lr": float("inf")}))
-
-
-_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import jax, numpy as np
-    sys.path.insert(0, {repo!r})
-    from tests.helpers import tiny_letters_config
-    from flowzoo.experiment import setup
-    exp = setup(tiny_letters_config(**{{"data.batch_size": 32}}))
-    state = exp.init()
-    state, m = exp.train(state, 8)
-    leaves = [np.asarray(x).ravel() for x in jax.tree.leaves(state.params["velocity"])]
-    print(json.dumps(dict(devices=jax.device_count(), loss=m["loss"].tolist(),
-                          params=np.concatenate(leaves).tolist())))
-""")
-
-
-def _run_devices(n):
-  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")  # + conftest's flags
-             + f" --xla_force_host_platform_device_count={n}",
-             JAX_PLATFORMS="cpu")
-  # A subprocess with a timeout: a collective deadlock fails the test instead of hanging CI.
-  out = subprocess.run([sys.executable, "-c", _SCRIPT.format(repo=REPO)], env=env,
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_four_devices_match_one_device():
-  one, four = _run_devices(1), _run_devices(4)
-  assert one["devices"] == 1 and four["devices"] == 4
-  np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(four["params"], one["params"], rtol=1e-3, atol=1e-5)
 
 
 def test_exponential_schedule_decays_by_rate_per_period():
