@@ -64,6 +64,18 @@ def test_auto_inner_map_per_pair_rounded_or_entropic():
   np.testing.assert_array_equal(y[:, 6:], 0.0)
 
 
+def test_inner_ot_in_chunks_equals_all_pairs_at_once():
+  """`inner_chunk` changes the order of work, not the maps (5 pairs in chunks of 2: a remainder)."""
+  rng = np.random.default_rng(2)
+  x0, mask0 = clouds(rng, [6, 6, 8, 5, 7])
+  x1, mask1 = clouds(rng, [6, 4, 8, 5, 3])
+  whole = jax.jit(method(coupling=Exact(), inner_chunk=5).transport)(x0, x1, mask0, mask1)
+  chunked = jax.jit(method(coupling=Exact(), inner_chunk=2).transport)(x0, x1, mask0, mask1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), chunked, whole)
+  with pytest.raises(ValueError, match="inner_chunk must be a positive integer"):
+    method(inner_chunk=0)
+
+
 def test_entropic_inner_used_for_unequal_sizes_inside_the_method():
   """Outer OT pairs clouds of different sizes; those pairs get the entropic map."""
   m = method(coupling=Exact(), inner="auto", epsilon=0.05, max_iterations=100)
