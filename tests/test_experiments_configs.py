@@ -109,6 +109,20 @@ def test_paper_runlocal_builds_and_trains(name):
   assert int(state.step) == 4 and np.all(np.isfinite(logs["loss"]))
 
 
+def test_cfm_paper_baseline_twin_never_trains_its_condition_encoder():
+  """The reference's CFM baseline (MixFlow letters sweep point): the encoder stays at its init."""
+  grid = dict(sweep_lib.sweeps_from_file(CONFIG_DIR / "mixflow_letters.py:paper_runlocal")[
+      "paper_baseline"])
+  exp = setup(tiny(_config("mixflow_letters.py", "paper_runlocal"), **grid["cfm_paper_baseline_S"]))
+  assert exp.method.groups == ("velocity",) and exp.method.cond_encoder is not None
+  state = exp.init()
+  before = jax.tree.map(np.asarray, state.params)
+  state, _ = exp.train(state, 4)
+  after = jax.tree.map(np.asarray, state.params)
+  assert jax.tree.all(jax.tree.map(np.array_equal, before["cond_encoder"], after["cond_encoder"]))
+  assert not jax.tree.all(jax.tree.map(np.array_equal, before["velocity"], after["velocity"]))
+
+
 def test_paper_presets_hold_the_reference_settings():
   from experiments.configs import (bwfm_spiral, cellflux_bbbc021, mixflow_bbbc021,  # pylint: disable=g-import-not-at-top
                                    mixflow_letters, wfm_digits)
