@@ -191,7 +191,8 @@ def _grid(num_steps: int, t0: float, t1: float, knots: np.ndarray) -> tuple[np.n
 def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
               num_steps: int = 32, save_at: Sequence[float] | None = None,
               t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-5, atol: float = 1e-5,
-              max_steps: int = 4096) -> PyTree | tuple[PyTree, PyTree]:
+              max_steps: int = 4096, post_step: Callable[[PyTree], PyTree] | None = None
+              ) -> PyTree | tuple[PyTree, PyTree]:
   """Integrates dx/dt = velocity_fn(t, x) from t0 to t1.
 
   Fixed-step solvers take uniform steps in one `lax.fori_loop` (a `scan`, so
@@ -217,6 +218,10 @@ def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
     rtol: relative tolerance (adaptive solvers).
     atol: absolute tolerance (adaptive solvers).
     max_steps: step budget of adaptive solvers; exceeding it raises at run time.
+    post_step: `x -> x` applied to the state after every fixed step (e.g. a
+      projection back onto a constraint set, as WFM's reference code does with
+      its Euclidean BW-FM baselines); fixed-step solvers only. Saved states
+      are the projected ones.
 
   Returns:
     `x1`, the state at t1 with `x0`'s structure; or, if `save_at` is given,
@@ -224,9 +229,18 @@ def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
 
   Raises:
     KeyError: unknown solver (lists the valid names).
-    ValueError: bad num_steps, max_steps, tolerances, times or save_at.
+    ValueError: bad num_steps, max_steps, tolerances, times or save_at, or
+      `post_step` with an adaptive solver.
   """
   step = SOLVERS.get(solver)
+  if post_step is not None:
+    if isinstance(step, AdaptiveSolver):
+      raise ValueError(f"post_step needs a fixed-step solver (euler, midpoint, heun, rk4); "
+                       f"{solver!r} is adaptive and chooses its own steps.")
+    base_step = step
+
+    def step(velocity_fn, t, x, dt):
+      return post_step(base_step(velocity_fn, t, x, dt))
   save_ts = _check_args(num_steps, save_at, t0, t1, rtol, atol, max_steps)
   t0, t1 = float(t0), float(t1)
   # Save each distinct time once, then gather, so repeated times cost nothing.

@@ -80,6 +80,79 @@ def test_runlocal_builds_and_trains(name):
   assert any(moved)
 
 
+# Each method config's `:paper` preset and its CPU twin (primeflow_perturbench's
+# CPU sizes already keep its paper recipe: tests/test_perturbench_configs.py).
+PAPER_TWINS = {
+    "mixflow_letters.py": ("paper", "paper_runlocal"),
+    "mixflow_bbbc021.py": ("paper", "paper_runlocal"),
+    "cellflux_bbbc021.py": ("paper", "paper_runlocal"),
+    "bwfm_spiral.py": ("paper", "paper,runlocal"),
+    "bwfm_pbmc.py": ("paper", "paper,runlocal"),
+    "wfm_digits.py": ("paper", "paper_runlocal"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TWINS))
+def test_paper_runlocal_builds_and_trains(name):
+  """The `:paper` preset parses; its runlocal twin trains (tiny, as above) and keeps its recipe."""
+  if name == "bwfm_pbmc.py" and importlib.util.find_spec("scanpy") is None:
+    pytest.skip("bwfm_pbmc reads scanpy's bundled pbmc68k_reduced: pip install -e '.[scanpy]'")
+  paper_variant, twin_variant = PAPER_TWINS[name]
+  paper, twin = _config(name, paper_variant), _config(name, twin_variant)
+  for section in ("method", "base", "coupling"):  # (letters: one mode per training condition)
+    a, b = twin[section].to_dict(), paper[section].to_dict()
+    assert {k: v for k, v in a.items() if k != "num_modes"} == {
+        k: v for k, v in b.items() if k != "num_modes"}, section
+  assert (twin.optim.schedule, twin.train.ema_decay) == (paper.optim.schedule, paper.train.ema_decay)
+  exp = setup(tiny(twin))
+  state, logs = exp.train(exp.init(), 4)
+  assert int(state.step) == 4 and np.all(np.isfinite(logs["loss"]))
+
+
+def test_cfm_paper_baseline_twin_never_trains_its_condition_encoder():
+  """The reference's CFM baseline (MixFlow letters sweep point): the encoder stays at its init."""
+  grid = dict(sweep_lib.sweeps_from_file(CONFIG_DIR / "mixflow_letters.py:paper_runlocal")[
+      "paper_baseline"])
+  exp = setup(tiny(_config("mixflow_letters.py", "paper_runlocal"), **grid["cfm_paper_baseline_S"]))
+  assert exp.method.groups == ("velocity",) and exp.method.cond_encoder is not None
+  state = exp.init()
+  before = jax.tree.map(np.asarray, state.params)
+  state, _ = exp.train(state, 4)
+  after = jax.tree.map(np.asarray, state.params)
+  assert jax.tree.all(jax.tree.map(np.array_equal, before["cond_encoder"], after["cond_encoder"]))
+  assert not jax.tree.all(jax.tree.map(np.array_equal, before["velocity"], after["velocity"]))
+
+
+def test_paper_presets_hold_the_reference_settings():
+  from experiments.configs import (bwfm_spiral, cellflux_bbbc021, mixflow_bbbc021,  # pylint: disable=g-import-not-at-top
+                                   mixflow_letters, wfm_digits)
+  for mix in (mixflow_letters.get_config("paper"), mixflow_bbbc021.get_config("paper")):
+    assert (mix.base.variance, mix.base.straight_through, mix.base.dropout) == (0.01, False, 0.0)
+    assert (mix.train.ema_decay, mix.optim.schedule) == (0.0, "constant")
+    m = mix.method
+    assert (m.warmup, m.alternating, m.cooldown, m.base_every, m.base_step_rule) == (
+        0.1, 0.8, 0.1, 10, "step_mod_k")
+  twin = mixflow_bbbc021.get_config("paper").baselines.cfm_paper_baseline
+  assert "method.cond_encoder='paper_baseline'" in twin and "base.name=gaussian" in twin
+  flux = cellflux_bbbc021.get_config("paper")
+  assert (flux.method.decide_per, flux.method.time_sampling, flux.method.inference_noise) == (
+      "batch", "skewed", 1.0)
+  assert (flux.eval.solver, flux.eval.num_steps, flux.eval.guidance) == ("heun", 50, 1.2)
+  assert cellflux_bbbc021.get_config("").method.decide_per == "sample"  # default: Algorithm 1
+  bw = bwfm_spiral.get_config("spiral16,paper")
+  assert tuple(bw.model.hidden) == (1024,) * 6 and bw.model.residual and bw.model.layer_norm
+  assert bw.method.projection == "every_step" and bw.method.separate_networks
+  assert (bw.optim.schedule, bw.optim.decay_rate, bw.optim.decay_steps) == ("exponential", 0.97, 1000)
+  assert bw.train.steps == 100_000
+  for ot in (bw.coupling, wfm_digits.get_config("paper").method):
+    assert (ot.epsilon, ot.max_iterations, ot.scale_cost) == (0.002, 200, "max")
+  for bad in (lambda: mixflow_letters.get_config("paper_sim"),
+              lambda: mixflow_bbbc021.get_config("paper_sim"),
+              lambda: bwfm_spiral.get_config("paper,paper"), lambda: wfm_digits.get_config("papr")):
+    with pytest.raises(ValueError, match="variant"):
+      bad()
+
+
 @pytest.mark.parametrize("name", ["mixflow_letters.py", "mixflow_bbbc021.py"])
 def test_base_gaussian_from_the_cli_is_vanilla_cfm(name):
   mix = setup(tiny(_config(name)))

@@ -22,6 +22,22 @@ from experiments.configs import common
 
 VARIANTS = ("", "runlocal", "cellflux_split", "sim", "sim_runlocal", "pca")
 NUM_VALIDATION = 4
+PAPER = "paper"
+
+
+def split_paper(arg: str | None, who: str) -> tuple[str, bool]:
+  """`("runlocal", True)` from "paper_runlocal": the size variant and whether the paper's recipe.
+
+  The configs with a `:paper` preset (mixflow_bbbc021, cellflux_bbbc021) accept
+  "paper" (the main job's data and budget) and "paper_runlocal".
+  """
+  arg = arg or ""
+  if arg in (PAPER, f"{PAPER}_runlocal"):
+    return arg[len(PAPER) + 1:], True
+  if arg not in VARIANTS:
+    raise ValueError(f"{who}: unknown variant {arg!r}; valid: "
+                     f"{VARIANTS[1:] + (PAPER, PAPER + '_runlocal')}.")
+  return arg, False
 
 
 def base_config(arg: str, who: str):

@@ -78,15 +78,38 @@ The trivial baselines on the same held-out rotations (flowzoo/letters_eval.py):
 nearest training rotation 0.7409 / 0.8831 / 0.02717 / 0.09265, pooled training
 rotations of S 0.5509 / 0.6691 / 0.01511 / 0.04748, which beats the runlocal flow
 on every metric (results/mixflow_letters.md).
+
+`:paper` (CPU twin `:paper_runlocal`, runlocal's data, batch and steps) is the
+reference trainer's recipe (Lotfollahi-lab/MixFlow; `mixflow_bbbc021.paper_sections`):
+sigma^2 = 0.01, soft Gumbel-softmax draws (straight_through=False), no dropout
+in h_Theta, h_p, no EMA, constant learning rates, base lr 1e-3, no clipping,
+planner 0.1 / 0.8 / 0.1 with a base step at every multiple of k = 10 (9 flow
+steps per base step). Velocity network, data, 20,000 steps and checkpoint
+selection stay cfm_letters.py's (the public reference code has no letters
+trainer). MixFlow Table 1 (W2, held-out rotations, best checkpoint by
+validation W2): MixFlow S 0.4723, H 0.5867; CFM S 0.5667, H 0.6777. The
+`paper_baseline` sweep trains it beside flowzoo's CFM twin and the
+reference's CFM baseline (frozen condition encoder with dropout 0.5,
+`method.cond_encoder=paper_baseline`), for S and H. Not yet run:
+
+    python -m experiments.sweep --config=mixflow_letters.py:paper --sweep=paper_baseline \
+        --seeds=0,1,2 --workdir=DIR
 """
 
 import ml_collections
 
-from experiments.configs import cfm_letters, common
+from experiments.configs import cfm_letters, common, mixflow_bbbc021
+
+
+VARIANTS = ("runlocal", "paper", "paper_runlocal")
 
 
 def get_config(arg: str | None = None):
-  c = cfm_letters.get_config(arg)
+  if arg not in (None, "", *VARIANTS):
+    raise ValueError(f"mixflow_letters: unknown variant {arg!r}; valid: {VARIANTS}.")
+  paper = arg in ("paper", "paper_runlocal")
+  size = "runlocal" if arg in ("runlocal", "paper_runlocal") else ""
+  c = cfm_letters.get_config(size)
   ds = c.dataset
   num_train = len(ds.letters) * ds.num_rotations // 2
   with c.unlocked():
@@ -102,7 +125,7 @@ def get_config(arg: str | None = None):
     # (the `regularise` sweep with --config.dataset.val_letter=LTAE).
     c.optim.b1, c.optim.b2 = 0.0, 0.99
     c.optim_overrides.base = dict(lr=1e-4, b1=0.9, b2=0.999)
-  if arg == "runlocal":
+  if size == "runlocal":
     # cfm_letters' quick variant with half the steps at half the batch: a
     # MixFlow step costs about 3x a CFM one on a CPU (the exact OT assignment
     # runs on the host, once per population per step). Mode variance 0.25, not
@@ -115,12 +138,16 @@ def get_config(arg: str | None = None):
     c.base.variance = 0.25
     c.train.steps = 8000
     c.train.ckpt_every = 2000
+  if paper:
+    with c.unlocked():
+      mixflow_bbbc021.paper_sections(c)
   return common.finalize(c)
 
 
 def sweeps() -> dict:
   """Named grids for `experiments.sweep` (point name -> config overrides)."""
   cfm = {"base.name": "gaussian"}
+  cfm_paper = dict(cfm, **{"method.cond_encoder": "paper_baseline"})
   return {
       "baseline": [("mixflow", {}), ("cfm", cfm)],
       # Base dropout, base lr and planner chosen on held-out rotations of
@@ -135,6 +162,11 @@ def sweeps() -> dict:
       "letters": [(f"{m}_{l}", dict(o, **{"dataset.val_letter": l}))
                   for l in ("S", "H")
                   for m, o in (("mixflow", {}), ("cfm", cfm))],
+      # With `:paper`: MixFlow against flowzoo's twin and the reference's CFM baseline.
+      "paper_baseline": [(f"{m}_{l}", dict(o, **{"dataset.val_letter": l}))
+                         for l in ("S", "H")
+                         for m, o in (("mixflow", {}), ("cfm", cfm),
+                                      ("cfm_paper_baseline", cfm_paper))],
   }
 
 

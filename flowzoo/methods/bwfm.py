@@ -17,6 +17,14 @@ target N(m1, B), with t ~ U(0, 1):
     "frobenius"     Frobenius FM: target (m', Sigma'^E) in the squared Frobenius norm of the
                     concatenated (mean, covariance), Euclidean Euler, projected at the end.
 
+`projection` says when a Euclidean integration (the baselines; "bw" with a
+solver other than Algorithm 2) is projected to SPD: "end" (flowzoo's default,
+once, after the last step) or "every_step" (after every solver step, as the
+reference code's `generate_samples` does for its Euclidean baselines:
+DoronHav/WassersteinFlowMatching `bures_wasserstein/BuresWassersteinFlowMatching.py`,
+`sigma_t = psd_project(sigma + dt * grad)`), so the network is only ever
+evaluated at SPD covariances.
+
 Network (App. E.1): any registered velocity network on the flat vector
 (m_t, lower triangle of Sigma_t) of length D + D(D + 1)/2 with Fourier(t)
 features (e.g. "mlp"); its output of the same length is read as (a, lower
@@ -55,6 +63,7 @@ from flowzoo.registry import METHODS
 from flowzoo.sampling import integrate
 
 GEOMETRIES = ("bw", "bw_euclidean", "frobenius")
+PROJECTIONS = ("end", "every_step")
 
 
 def featurize(x: jax.Array) -> jax.Array:
@@ -90,6 +99,8 @@ class BWFM(Method):
     p_uncond, group_coupling: see `Method`.
     separate_networks: one network for the mean velocity and one for the
       covariance velocity (App. E.1), instead of one network for both.
+    projection: one of `PROJECTIONS`: when a Euclidean integration is
+      projected to SPD (module docstring; "every_step" is the reference code's).
     event_shape: `(D + 1, D)`, wired by the framework.
   """
 
@@ -99,9 +110,11 @@ class BWFM(Method):
 
   def __init__(self, *, model, base, coupling, geometry: str = "bw", p_uncond: float = 0.0,
                group_coupling: bool = True, separate_networks: bool = False,
-               event_shape: Sequence[int] | None = None):
+               projection: str = "end", event_shape: Sequence[int] | None = None):
     if geometry not in GEOMETRIES:
       raise ValueError(f"bwfm: geometry must be one of {GEOMETRIES}, got {geometry!r}.")
+    if projection not in PROJECTIONS:
+      raise ValueError(f"bwfm: projection must be one of {PROJECTIONS}, got {projection!r}.")
     super().__init__(model=model, base=base, coupling=coupling, p_uncond=p_uncond,
                      group_coupling=group_coupling)
     if not (coupling.keeps_order or coupling.accepts_cost):
@@ -113,6 +126,7 @@ class BWFM(Method):
       self.event_shape = tuple(event_shape)
     self.geometry_name = geometry
     self.separate_networks = bool(separate_networks)
+    self.projection = projection
 
   def _check_event_shape(self, event_shape) -> int:
     event_shape = tuple(event_shape)
@@ -207,9 +221,11 @@ class BWFM(Method):
       def field(t, x):  # Eq. 9: the same flow in (m, Sigma) coordinates.
         a, s = bures.unpack_gaussians(tangent_field(t, x))
         return bures.pack_gaussians(a, bures.euclidean_derivative(s, bures.unpack_gaussians(x)[1]))
-    out = integrate(field, x0, solver=solver, num_steps=num_steps, save_at=save_at)
-    if riemannian:
-      return out  # Algorithm 2 keeps every covariance SPD.
+    every_step = not riemannian and self.projection == "every_step"
+    out = integrate(field, x0, solver=solver, num_steps=num_steps, save_at=save_at,
+                    post_step=project if every_step else None)
+    if riemannian or every_step:
+      return out  # Algorithm 2 keeps every covariance SPD; so does a projection per step.
     return jax.tree.map(project, out)
 
   def metrics(self):

@@ -204,6 +204,14 @@ class Method:
     return self.geometry.sq_norm(v, x, mask)
 
   # -- 4. loss -----------------------------------------------------------------------------
+  def sample_time(self, rng: jax.Array, b: int) -> jax.Array:
+    """t ~ U(0, 1) per row `[b]` (MixFlow Eq. 5; CFM's `time_sampling` may skew it)."""
+    return jax.random.uniform(rng, (b,))
+
+  def keep_condition(self, rng: jax.Array, b: int) -> jax.Array:
+    """`[b]` bool: rows that keep their condition (the rest get the null one, CFG)."""
+    return jax.random.bernoulli(rng, 1.0 - self.p_uncond, (b,))
+
   def fm_loss(self, params: Params, keys: Keys, pairs: Pairs) -> tuple[jax.Array, dict]:
     """E_t || v(t, x_t; y) - u_t ||^2 over the pairs (MixFlow Eq. 5-6, WFM Eq. 11).
 
@@ -211,10 +219,10 @@ class Method:
     """
     x0, x1 = jax.lax.stop_gradient(pairs.x0), pairs.x1
     b = x0.shape[0]
-    t = jax.random.uniform(keys.time, (b,))
+    t = self.sample_time(keys.time, b)
     xt = self.interpolate(x0, x1, t, keys.noise)
     u = self.target_velocity(x0, x1, t)
-    keep = jax.random.bernoulli(keys.uncond, 1.0 - self.p_uncond, (b,))
+    keep = self.keep_condition(keys.uncond, b)
     v = self.network(params, t, xt, self.cond(pairs.cond, keep), mask=pairs.mask, train=True,
                      rngs={"dropout": keys.dropout})
     loss = jnp.mean(self.sq_norm(v - u, xt, pairs.mask))

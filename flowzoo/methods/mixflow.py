@@ -52,13 +52,22 @@ class MixFlow(CFM):
     total_steps: number of training steps (wired from config.train.steps).
     sigma, p_uncond, group_coupling: as in `CFM`.
     warmup, alternating, cooldown: planner phase fractions (sum to 1).
-    base_every: k, velocity updates per base update when alternating.
+    base_every: k, velocity updates per base update when alternating (see
+      `base_step_rule`).
+    base_step_rule: "after_k" (k velocity steps, then a base step) or
+      "step_mod_k" (the reference code's: a base step at every multiple of k,
+      9 velocity steps per base step for k = 10); `planner.RULES`.
     cooldown_dropout: keep base dropout on in cool-down (paper: off).
     velocity_step_dropout: base dropout also on velocity steps (Algorithm 1:
       H is in train mode for every warm-up and alternating step). False keeps
       it to base steps, where it regularises h_Theta, h_p: the velocity field
       then trains on draws from the same dropout-free base it is integrated
       from at generation (§3.2), as `straight_through` does for the mode choice.
+    cond_encoder, cond_encoder_dropout: as in `CFM`; "paper_baseline" is the
+      reference's CFM baseline and needs a fixed base (the twin
+      `base.name=gaussian`): with a trained base the reference trains that
+      shared encoder on base steps, which flowzoo's GMM (its own h_Theta, h_p
+      on the descriptor) does not model.
   """
 
   name = "mixflow"
@@ -66,11 +75,19 @@ class MixFlow(CFM):
   def __init__(self, *, model, base, coupling, total_steps: int, sigma: float = 0.0,
                p_uncond: float = 0.0, group_coupling: bool = True, warmup: float = 0.1,
                alternating: float = 0.8, cooldown: float = 0.1, base_every: int = 10,
-               cooldown_dropout: bool = False, velocity_step_dropout: bool = True):
+               cooldown_dropout: bool = False, velocity_step_dropout: bool = True,
+               base_step_rule: str = "after_k", cond_encoder: str = "none",
+               cond_encoder_dropout: float = 0.5):
     super().__init__(model=model, base=base, coupling=coupling, sigma=sigma, p_uncond=p_uncond,
-                     group_coupling=group_coupling)
+                     group_coupling=group_coupling, cond_encoder=cond_encoder,
+                     cond_encoder_dropout=cond_encoder_dropout)
+    if cond_encoder != "none" and base.trainable:
+      raise ValueError(f"mixflow: cond_encoder={cond_encoder!r} is the reference's CFM baseline "
+                       f"and needs a fixed base (e.g. base.name=gaussian), not the trainable "
+                       f"{type(base).__name__}.")
     self.planner = Planner(total_steps=total_steps, warmup=warmup, alternating=alternating,
-                           cooldown=cooldown, every=base_every, cooldown_dropout=cooldown_dropout)
+                           cooldown=cooldown, every=base_every, cooldown_dropout=cooldown_dropout,
+                           rule=base_step_rule)
     self.velocity_step_dropout = bool(velocity_step_dropout)
     self.trains_base = base.trainable
     self.groups = ("velocity", "base") if self.trains_base else ("velocity",)

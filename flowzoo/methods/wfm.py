@@ -25,8 +25,9 @@ Inner map T^ (App. A, E.2), per pair of clouds:
     by construction (the base reads `batch["mask1"]`), so only the rounded
     matching is computed.
 Both default to epsilon 0.01 and up to 1000 Sinkhorn iterations on the
-mean-scaled cost; WFM's 0.002 and 200 (App. E.2) do not converge on it
-(`RoundedMatching`). Standardise the data (flowzoo.data.pointclouds does) so
+mean-scaled cost; WFM's 0.002 and 200 (App. E.2) converge on the max-scaled
+cost its reference code uses (`scale_cost="max"`, `rounding.REFERENCE`), not
+on the mean-scaled one (`RoundedMatching`). Standardise the data (flowzoo.data.pointclouds does) so
 that source and target clouds overlap, or Sinkhorn may not converge; the
 fraction of converged solves is logged as `sinkhorn_converged`.
 
@@ -74,8 +75,9 @@ class WFM(Method):
     coupling: outer coupling of clouds within the minibatch (App. C).
     inner: inner OT map, one of `INNER`.
     epsilon, max_iterations, threshold, scale_cost: inner Sinkhorn options
-      (cost scaled by its mean; defaults converge, WFM App. E.2's 0.002 and
-      200 iterations do not on this cost: see `RoundedMatching`).
+      (cost scaled by its mean, "max" by its maximum; the defaults converge on
+      the mean-scaled cost, WFM App. E.2's 0.002 and 200 iterations only on the
+      max-scaled one, as its reference code runs them: see `RoundedMatching`).
     p_uncond, group_coupling: see `Method` (the outer coupling pairs only
       clouds of the same condition).
     inner_chunk: pairs of clouds whose inner OT is solved at once (vmapped),

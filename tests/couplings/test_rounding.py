@@ -78,3 +78,38 @@ def test_default_settings_converge_near_the_exact_matching():
   assert bool(plan.converged)
   j = np.asarray(greedy_round(plan.log_plan))
   assert cost[np.arange(256), j].mean() < 1.03 * optimum
+
+
+def test_max_scaled_cost_is_the_hand_scaled_cost():
+  """scale_cost="max" (WFM's reference code, ott's 'max_cost') = dividing the cost by its max."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(64, 2)), jnp.float32)
+  y = jnp.asarray(rng.normal(size=(64, 2)) * 1.5 + 0.5, jnp.float32)
+  cost = jnp.sum((x[:, None] - y[None]) ** 2, -1)
+  ref = dict(epsilon=0.002, max_iterations=200)
+  by_option = RoundedMatching(scale_cost="max", **ref)
+  by_hand = RoundedMatching(scale_cost=None, **ref)
+  a = by_option.plan(x, y)
+  b = by_hand.plan(x, y, cost=cost / jnp.max(cost))
+  np.testing.assert_allclose(a.log_plan, b.log_plan, rtol=1e-5, atol=1e-5)
+  key = jax.random.key(0)
+  np.testing.assert_array_equal(by_option(key, x, y)[1], by_hand(key, x, y, cost=cost / cost.max())[1])
+  # ... and not the mean-scaled cost (flowzoo's default scaling).
+  mean = RoundedMatching(scale_cost="mean", **ref).plan(x, y)
+  assert not np.allclose(mean.log_plan, a.log_plan, atol=1e-3)
+
+
+def test_reference_setting_converges_on_the_max_scaled_cost():
+  # WFM App. E.2's epsilon 0.002 / 200 iterations, on the cost scaled by its
+  # maximum as the reference code does: near the exact matching.
+  from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(256, 2))
+  y = rng.normal(size=(256, 2)) @ np.array([[1.5, 0.0], [0.8, 0.4]]) + 0.5
+  cost = ((x[:, None] - y[None]) ** 2).sum(-1)
+  optimum = cost[linear_sum_assignment(cost)].mean()
+  plan = RoundedMatching(epsilon=0.002, max_iterations=200, scale_cost="max").plan(
+      jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+  j = np.asarray(greedy_round(plan.log_plan))
+  assert bool(plan.converged)
+  assert cost[np.arange(256), j].mean() < 1.03 * optimum

@@ -10,6 +10,7 @@ from scipy.optimize import linear_sum_assignment
 
 from flowzoo import build  # noqa: F401  (registers every component)
 from flowzoo.geometry import bures
+from flowzoo.methods import bwfm as bwfm_lib
 from flowzoo.methods.bwfm import BWFM, featurize, to_tangent
 from flowzoo.registry import BASES, COUPLINGS, METHODS, MODELS
 
@@ -33,12 +34,13 @@ def gaussians(seed, n=8, d=D):
 
 
 def make(geometry="bw", coupling="independent", p_uncond=0.0, model=None,
-         separate_networks=False, **ckw):
+         separate_networks=False, projection="end", **ckw):
   model = model or MODELS.build("mlp", {"hidden": (16, 16), "cond_embed": 4})
   base = BASES.build("wishart", {}, wired={"event_shape": SHAPE})
   coup = COUPLINGS.build(coupling, ckw)
   return METHODS.build("bwfm", {"geometry": geometry, "p_uncond": p_uncond,
-                                "separate_networks": separate_networks},
+                                "separate_networks": separate_networks,
+                                "projection": projection},
                        wired=dict(model=model, base=base, coupling=coup, event_shape=SHAPE))
 
 
@@ -136,6 +138,42 @@ def test_generate_stays_spd_and_baselines_are_projected(geometry):
   cov = np.asarray(bures.unpack_gaussians(x)[1], np.float64)
   np.testing.assert_allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-5, atol=1e-5)
   assert np.linalg.eigvalsh(cov).min() > 0
+
+
+def min_eig(x):
+  """Smallest covariance eigenvalue of packed Gaussians `[..., D + 1, D]`."""
+  cov = np.asarray(bures.unpack_gaussians(np.asarray(x, np.float64))[1])
+  return np.linalg.eigvalsh(0.5 * (cov + np.swapaxes(cov, -1, -2))).min()
+
+
+@pytest.mark.parametrize("geometry", ["bw_euclidean", "frobenius"])
+def test_projection_every_step_keeps_every_iterate_spd(geometry):
+  """projection="every_step" (the reference code's baselines): Euler, then SPD, at every step."""
+  batch = batch_of(gaussians(4))
+  steps, rng = 4, jax.random.key(1)
+  every, end = make(geometry, projection="every_step"), make(geometry)
+  params = every.init(jax.random.key(0), batch)
+  params["velocity"]["params"]["out"]["kernel"] *= 20.0  # Euclidean steps leave the cone
+  # Every grid time saved: the trajectory holds every iterate.
+  ts = tuple(np.linspace(0.0, 1.0, steps + 1))
+  x, traj = every.generate(params, rng, batch, num_steps=steps, save_at=ts)
+  assert min_eig(traj) > 0 and min_eig(x) > 0
+  # Exactly the hand-written loop x <- project(x + h v(t, x)).
+  field = every.velocity_fn(params, batch)
+  y = every.base.sample(params["base"], rng, batch, train=False)
+  unprojected = []
+  for i in range(steps):
+    y = y + (1.0 / steps) * field(jnp.full((8,), i / steps), y)
+    unprojected.append(min_eig(y))
+    y = bwfm_lib.project(y)
+  np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+  assert min(unprojected[:-1]) < 0  # an inner step leaves the cone
+  # Projecting once at the end is a different flow (the network saw non-SPD states).
+  assert not np.allclose(end.generate(params, rng, batch, num_steps=steps), x, atol=1e-4)
+  with pytest.raises(ValueError, match="fixed-step solver"):
+    every.generate(params, rng, batch, solver="dopri5")
+  with pytest.raises(ValueError, match="projection must be one of"):
+    make(geometry, projection="sometimes")
 
 
 def test_bw_other_solvers_integrate_the_same_flow():

@@ -71,3 +71,52 @@ def test_inference_noise_at_generation_only():
 def test_bad_source_noise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     _cfm(**kwargs)
+
+
+# -- CellFlux's code vs its Algorithm 1: per-batch decisions, skewed t ----------------------
+def test_decide_per_batch_gives_every_row_the_same_choice():
+  batch = {k: v[:64] for k, v in _batch().items()}
+  per_batch = _cfm(source_noise=2.0, source_noise_prob=0.5, p_uncond=0.5, decide_per="batch")
+  per_row = _cfm(source_noise=2.0, source_noise_prob=0.5, p_uncond=0.5)
+  batch_noise, batch_keep = set(), set()
+  for seed in range(16):
+    keys = per_batch.split_keys(jax.random.key(seed))
+    for m, seen_noise, seen_keep in ((per_batch, batch_noise, batch_keep), (per_row, None, None)):
+      x0 = m.pair({"base": {}}, keys, batch, 0).x0
+      hit = tuple(np.any(np.asarray(x0) != batch["x0"], axis=1))
+      keep = tuple(np.asarray(m.keep_condition(keys.uncond, 64)))
+      if seen_noise is None:  # per sample: mixed choices within the minibatch
+        assert 0 < sum(hit) < 64 and 0 < sum(keep) < 64
+      else:  # per batch: one choice for all rows
+        assert len(set(hit)) == 1 and len(set(keep)) == 1
+        seen_noise.add(hit[0])
+        seen_keep.add(keep[0])
+  assert batch_noise == batch_keep == {True, False}  # both choices occur over minibatches
+  # The per-row default is the earlier draw, bit for bit.
+  keys = per_row.split_keys(jax.random.key(0))
+  np.testing.assert_array_equal(per_row.keep_condition(keys.uncond, 64),
+                                jax.random.bernoulli(keys.uncond, 0.5, (64,)))
+
+
+def test_skewed_time_has_the_documented_mean():
+  from flowzoo.methods import cfm as cfm_lib
+  n = 200_000
+  t = np.asarray(_cfm(time_sampling="skewed").sample_time(jax.random.key(0), n))
+  assert t.min() >= cfm_lib.SKEW_T_MIN and t.max() <= 1.0
+  # Monte Carlo: standard error 0.2014 / sqrt(n) = 4.5e-4.
+  assert abs(t.mean() - cfm_lib.SKEWED_TIME_MEAN) < 2e-3
+  assert abs(np.median(t) - 0.7685) < 3e-3 and abs(t.std() - 0.2014) < 2e-3
+  u = np.asarray(_cfm().sample_time(jax.random.key(0), n))  # default: U(0, 1)
+  np.testing.assert_array_equal(u, jax.random.uniform(jax.random.key(0), (n,)))
+  assert abs(u.mean() - 0.5) < 3e-3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(decide_per="row"), r"decide_per must be one of \('sample', 'batch'\)"),
+    (dict(time_sampling="edm"), r"time_sampling must be one of \('uniform', 'skewed'\)"),
+    (dict(cond_encoder="frozen"), r"cond_encoder must be one of"),
+    (dict(cond_encoder_dropout=1.0), r"cond_encoder_dropout must be in \[0, 1\)"),
+])
+def test_bad_switches(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _cfm(**kwargs)

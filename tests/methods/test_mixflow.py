@@ -58,6 +58,32 @@ def test_planner_schedule_exact_steps():
   assert bool(Planner(total_steps=10, cooldown_dropout=True).dropout(jnp.array(9)))
 
 
+def test_planner_reference_rule_is_a_base_step_at_every_multiple_of_k():
+  """rule="step_mod_k": Lotfollahi-lab/MixFlow's `idx_iter % 10 == 0` (9 velocity steps per base)."""
+  ref = Planner(total_steps=1000, every=10, rule="step_mod_k")
+  steps = np.arange(1000)
+  base = np.flatnonzero(np.asarray(ref.is_base_step(steps)))
+  np.testing.assert_array_equal(base, np.arange(100, 900, 10))
+  assert ref.num_base_steps == len(base) == 80
+  assert set(np.diff(base) - 1) == {9}  # 9 velocity steps between base steps
+  # Phases and dropout are the same as under flowzoo's rule; only the base steps move.
+  ours = Planner(total_steps=1000, every=10)
+  np.testing.assert_array_equal(ref.phase(steps), ours.phase(steps))
+  np.testing.assert_array_equal(ref.dropout(steps), ours.dropout(steps))
+  assert ours.num_base_steps == 72  # cycles of 11: 10 velocity steps per base step
+  # The global step counts, not the phase's own: alternating [5, 45), k = 3.
+  p = Planner(total_steps=50, every=3, rule="step_mod_k")
+  base = np.flatnonzero(np.asarray(p.is_base_step(np.arange(60))))
+  np.testing.assert_array_equal(base, np.arange(6, 45, 3))
+  assert p.num_base_steps == len(base) == 13
+  assert "multiple of 3" in repr(p)
+  method = _method(total_steps=50, base_step_rule="step_mod_k")
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(method.is_base_step(np.arange(60)))),
+                                base)
+  with pytest.raises(ValueError, match="rule must be one of"):
+    _method(base_step_rule="every_k")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(warmup=0.2, alternating=0.8, cooldown=0.1), "sum to 1"),
     (dict(warmup=-0.1, alternating=1.0, cooldown=0.1), "warmup fraction"),
@@ -260,3 +286,38 @@ def test_trainer_alternates_groups_exactly(rng):
     assert metrics["base_step"][0] == float(is_base)
     assert metrics["phase"][0] == (0 if step < 3 else 1 if step < 9 else 2)
     state = new
+
+
+def test_paper_baseline_encoder_is_never_trained(rng):
+  """The reference's CFM baseline: a frozen random condition encoder with dropout 0.5."""
+  rs = np.random.default_rng(0)
+  pops = Populations(names=["a", "b"], samples=[rs.normal(size=(32, D)) + 2, rs.normal(size=(32, D))],
+                     descriptors=rs.normal(size=(2, C)), splits=["train", "train"])
+  twin = _method(total_steps=6, base=Gaussian(event_shape=(D,)), cond_encoder="paper_baseline")
+  assert twin.groups == ("velocity",)
+  trainer = Trainer(twin, {"velocity": optax.adam(1e-2)}, batch_size=B, populations_per_batch=2,
+                    ema_decay=0.0)
+  data, ids = trainer.replicate(pack(pops)), trainer.replicate(jnp.arange(2, dtype=jnp.int32))
+  state = jax.device_get(trainer.init(rng, data, ids))
+  enc = state.params["cond_encoder"]["params"]
+  assert enc["Dense_0"]["kernel"].shape == (C, 128) and enc["Dense_1"]["kernel"].shape == (128, C)
+  new, _ = trainer.run(trainer.replicate(state), data, ids, jax.random.key(3), 6)
+  new = jax.device_get(new)
+  for a, b in zip(jax.tree.leaves(state.params["cond_encoder"]),
+                  jax.tree.leaves(new.params["cond_encoder"])):
+    np.testing.assert_array_equal(a, b)  # never updated ...
+  assert not all(np.array_equal(a, b) for a, b in zip(  # ... while the velocity field is
+      jax.tree.leaves(state.params["velocity"]), jax.tree.leaves(new.params["velocity"])))
+  # It sits in front of the velocity field, with dropout in training only.
+  batch, params = _batch(), new.params
+  t, x = jnp.full((B,), 0.5), batch["x1"]
+  plain = MixFlow(model=twin.model, base=twin.base, coupling=twin.coupling, total_steps=6)
+  assert not np.allclose(twin.network(params, t, x, batch["cond"]),
+                         plain.network(params, t, x, batch["cond"]))
+  drop = [twin.network(params, t, x, batch["cond"], train=True,
+                       rngs={"dropout": jax.random.key(s)}) for s in (0, 1)]
+  assert not np.allclose(*drop)
+  np.testing.assert_array_equal(twin.network(params, t, x, batch["cond"]),
+                                twin.network(params, t, x, batch["cond"]))
+  with pytest.raises(ValueError, match="needs a fixed base"):
+    _method(cond_encoder="paper_baseline")  # a trained GMM base
