@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from flowzoo.bases.gaussian import Gaussian
 from flowzoo.couplings.independent import Independent
@@ -38,14 +39,17 @@ def matmul_flops_per_step(in_dim: int) -> float:
   return 3 * 2 * BATCH * sum(a * b for a, b in layers)
 
 
-def bench_flowzoo(steps: int, spd: int) -> tuple[float, int]:
+def bench_flowzoo(steps: int, spd: int, flat_optimizer: bool = False) -> tuple[float, int]:
   rng = np.random.default_rng(0)
   pops = Populations(names=["c0", "c1"], samples=[rng.normal(size=(4096, DIM))] * 2,
                      descriptors=np.eye(2), splits=["train", "train"])
   # cond_embed=0: the descriptor is concatenated raw, as in the PyTorch twin.
   model = MLP(hidden=(WIDTH,) * DEPTH, act="silu", time_frequencies=FREQ, cond_embed=0)
   method = CFM(model=model, base=Gaussian(event_shape=(DIM,)), coupling=Independent())
-  trainer = Trainer(method, {"velocity": make_optimizer(name="adam", lr=1e-3)},
+  opt = make_optimizer(name="adam", lr=1e-3)
+  # A try (issue 25): Adam on one flat vector instead of one array per layer.
+  opt = optax.flatten(opt) if flat_optimizer else opt
+  trainer = Trainer(method, {"velocity": opt},
                     batch_size=BATCH, populations_per_batch=BATCH, ema_decay=0.999)
   data, ids = trainer.replicate(pack(pops)), jnp.arange(2)
   state = trainer.init(jax.random.key(0), data, ids)
@@ -123,10 +127,12 @@ def main():
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--steps_per_dispatch", type=int, default=100)
   p.add_argument("--torch_steps", type=int, default=500)
+  p.add_argument("--flat_optimizer", action="store_true",
+                 help="a try: optax.flatten(adam), one parameter vector for the update")
   p.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=True,
                  help="also time the PyTorch step under torch.compile (needs a C++ compiler)")
   a = p.parse_args()
-  fz, in_dim = bench_flowzoo(a.steps, a.steps_per_dispatch)
+  fz, in_dim = bench_flowzoo(a.steps, a.steps_per_dispatch, a.flat_optimizer)
   flops = matmul_flops_per_step(in_dim)
   print(f"flowzoo  CFM step (B={BATCH}, D={DIM}, MLP {DEPTH}x{WIDTH}, Adam, "
         f"{a.steps_per_dispatch} steps/dispatch): {fz:8.1f} steps/s  "

@@ -12,28 +12,30 @@ overheads hide that.
 
     python benchmarks/wfm_step.py [--sizes 64,128,256,512] [--width 128] [--blocks 2]
 
-Measured with --max_iterations 200 (the old default) on the 2-core CPU while
-other jobs ran (load ~10, so absolute times are inflated; ratios are indicative):
+Measured on the idle 2-core CPU (2026-11-30, `--repeats 2 --steps_per_dispatch 1`,
+the method's defaults: eps 0.01, <= 1000 iterations, all solves converge):
 
+  inner OT vmapped over all 64 pairs (`--inner_chunk 64`, the old behaviour):
+     N    step ms  x prev
+    64      627       -
+   128     1889    3.01
+   256    17410    9.22
+   512    68681    3.95   (the last row ran beside another benchmark for a minute)
+
+  in chunks (`WFM.inner_chunk` automatic: 32, 8, 2, 1 pairs at a time):
      N    step ms  x prev  inner OT ms  x prev  net fwd+bwd ms  x prev
-    64      494       -          120       -             226       -
-   128     1442    2.92          685    5.71             679    3.01
-   256     6206    4.30         3225    4.71            1374    2.02
-   512    36988    5.96        22080    6.85            8914    6.49
+    64      734       -          458       -             161       -
+   128     1705    2.32         1481    3.23             462    2.86
+   256     4998    2.93         3999    2.70            1328    2.87
+   512    16978    3.40        11126    2.78            4476    3.37
 
-Growth per doubling is about 4x or more from N = 128 on (quadratic, plus cache
-effects once the 64 x N x N plans and attention matrices leave the caches);
-unlike on the paper's GPU (App. E.2), the inner OT (200 vmapped log-domain
-Sinkhorn iterations + rounding) costs more than the network on CPU.
-
-Why the inner OT grows faster than N^2 (issue 25, load ~18): at 200
-iterations 95-97 % of the solves are unconverged at every N (so the
-iteration count is not what grows), and the greedy rounding takes 4-6
-rounds; the cost per Sinkhorn iteration, vmapped over all 64 pairs, grew
-7.6x and 8.4x per doubling (N = 64 -> 128 -> 256: 7.5, 57, 477 ms), while
-solving 8 pairs at a time (`lax.map(batch_size=8)`) grew 2.9x and 4.2x
-(10.6, 30.5, 127 ms): the vmapped [64, N, N] working set leaves the caches.
-`--inner_batch 8` times that variant (slower at N = 64, faster from 128).
+Why vmapping all pairs grew worse than quadratic: not the iterations (their
+mean per solve falls with N: 330, 310, 277, 278), but the [64, N, N] working
+set of a Sinkhorn iteration leaving the caches (7.6x and 8.4x per doubling per
+iteration from N = 64, against 2.9x and 4.2x 8 pairs at a time), and a
+vmapped while-loop runs every pair to the slowest one's count (max 860 at N =
+64). At N = 256 the chunk size mattered: 16 pairs 10.0 s per step, 8 or 4
+pairs 8.0 s, 2 pairs 4.5 s.
 """
 
 from __future__ import annotations

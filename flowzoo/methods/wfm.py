@@ -60,9 +60,11 @@ from flowzoo.metrics_pointclouds import METRICS
 from flowzoo.registry import METHODS
 
 INNER = ("auto", "rounded", "entropic")
-# Plan entries per chunk of inner OT solves (`WFM.inner_chunk`): 1 MiB of float32,
-# i.e. 64 pairs at N = 64, 16 at 128, 4 at 256, 1 at 512.
-CHUNK_ELEMENTS = 64 * 64 * 64
+# Plan entries per chunk of inner OT solves (`WFM.inner_chunk`): 512 KiB of
+# float32, i.e. 32 pairs at N = 64, 8 at 128, 2 at 256, 1 at 512. Measured at
+# N = 256 (benchmarks/wfm_step.py, batch 64): step 8.0 s with 4 or 8 pairs per
+# chunk, 10.0 s with 16, 4.5 s with 2.
+CHUNK_ELEMENTS = 2 * 256 * 256
 
 
 @METHODS.register("wfm")
@@ -82,11 +84,12 @@ class WFM(Method):
       clouds of the same condition).
     inner_chunk: pairs of clouds whose inner OT is solved at once (vmapped),
       the chunks one after another (`lax.map`). None: as many as keep one
-      chunk's [pairs, N, N] plans within `CHUNK_ELEMENTS`, so every pair at
-      N <= 64 with a batch of 64. Why: vmapped over the whole batch, the plans
-      leave the CPU caches as N grows and a Sinkhorn iteration grew 7.6x and
-      8.4x per doubling of N from 64 (benchmarks/wfm_step.py). Only the
-      order of work changes, not the result.
+      chunk's [pairs, N, N] plans within `CHUNK_ELEMENTS`. Why: vmapped over
+      the whole batch, the plans leave the CPU caches as N grows (the step
+      grew 9.2x from N = 128 to 256, against 2.9x in chunks), and a chunk's
+      Sinkhorn loop stops when its own pairs converge, not the slowest of
+      all (benchmarks/wfm_step.py). Only the order of work changes, not the
+      result.
   """
 
   name = "wfm"
