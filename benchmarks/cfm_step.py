@@ -11,6 +11,23 @@ on any implementation of this step.
     python benchmarks/cfm_step.py [--steps 2000] [--steps_per_dispatch 100]
 
 PyTorch is optional (`pip install -e '.[bench]'`); without it only flowzoo is timed.
+
+Measured on the idle 2-core CPU (2026-11-30), one run each (peak matmul
+105-128 GFLOP/s between runs, so +-10 %):
+
+  default                                   73.0-74.5 steps/s, 57-61 % of the peak bound
+    PyTorch eager 57.2-58.0, torch.compile 59.8-61.4 (flowzoo 1.26-1.30x, 1.21-1.22x)
+  --flat_optimizer (optax.flatten: Adam on one vector)         51.1  (worse: concat/split)
+  XLA_FLAGS=--xla_cpu_use_thunk_runtime=false                  81.6
+  XLA_FLAGS=--xla_cpu_multi_thread_eigen=false                 80.0
+  XLA_FLAGS=--xla_cpu_use_xnnpack=true                         83.3
+  --steps_per_dispatch 500                                     80.7  (71 % of the bound)
+
+None reaches 85 % of the 2048^3 peak. What bounds it is the size of the
+step's matrices: this step's matmuls alone (the last line printed, no
+element-wise work at all) run at 96 steps/s, so flowzoo's whole step
+(sampling, conditions, Adam, EMA, metrics) is at 76-87 % of its own
+matmuls' speed.
 """
 
 from __future__ import annotations
@@ -72,6 +89,34 @@ def peak_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - t0)
   return 2 * n ** 3 / best / 1e9
+
+
+def shape_matmul_gflops(in_dim: int, reps: int = 2000, spd: int = 100) -> float:
+  """GFLOP/s of this step's own matmuls alone (forward and both backward products
+  of every layer at batch B, chained in a scan, no element-wise work): the
+  bound that matrices this small put on the step, below the 2048^3 peak."""
+  layers = [(in_dim, WIDTH)] + [(WIDTH, WIDTH)] * (DEPTH - 1) + [(WIDTH, DIM)]
+  rng = np.random.default_rng(0)
+  ws = [jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), jnp.float32) for s in layers]
+  x0 = jnp.asarray(rng.normal(size=(BATCH, in_dim)), jnp.float32)
+
+  def body(x, _):
+    hs = [x]
+    for w in ws:
+      hs.append(hs[-1] @ w)  # forward
+    g, dws = hs[-1], []
+    for h, w in zip(reversed(hs[:-1]), reversed(ws)):
+      dws.append(h.T @ g)  # dW
+      g = g @ w.T  # dX
+    return x + 1e-6 * (g + sum(jnp.sum(d) for d in dws)), None
+
+  f = jax.jit(lambda x: jax.lax.scan(body, x, None, length=spd)[0])
+  x = jax.block_until_ready(f(x0))
+  t0 = time.perf_counter()
+  for _ in range(reps // spd):
+    x = f(x)
+  jax.block_until_ready(x)
+  return reps // spd * spd * matmul_flops_per_step(in_dim) / (time.perf_counter() - t0) / 1e9
 
 
 def bench_torch(steps: int, compiled: bool = False) -> float | None:
@@ -152,6 +197,9 @@ def main():
   note = f" = {bound / th:.2f}x pytorch eager" if th is not None else ""
   print(f"bound    peak f32 matmul {peak:6.1f} GFLOP/s -> at most {bound:8.1f} steps/s{note}")
   print(f"flowzoo at {fz / bound:.0%} of the FLOP bound (target >= 85 %)")
+  shaped = shape_matmul_gflops(in_dim) * 1e9 / flops
+  print(f"bound    this step's matmuls alone (B={BATCH}): at most {shaped:8.1f} steps/s; flowzoo "
+        f"at {fz / shaped:.0%} of it")
 
 
 if __name__ == "__main__":
