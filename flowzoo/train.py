@@ -114,6 +114,17 @@ class Trainer:
     populations_per_batch: conditions per minibatch (see `sample_batch`).
     ema_decay: EMA decay of the sampling parameters (0 keeps a copy).
     mesh: device mesh with axis "data"; defaults to all devices.
+
+  Learning-rate schedules count each group's own updates (decision): an
+  inactive group's whole optimizer state is frozen, its schedule counter
+  included, so the group resumes exactly where it stopped. MixFlow's base
+  (one update in k + 1 during the alternating phase) thus spends its few
+  hundred updates near the start of a schedule sized for `total_steps`
+  (cosine: 98.7 % of the peak lr at its last update in mixflow_letters).
+  The results pages were measured this way. A base that should decay over
+  its own updates takes `optim_overrides.base.schedule=exponential` with a
+  `decay_steps` sized to them; the reference code's schedule (and the
+  `:paper` presets') is constant, which the choice does not affect.
   """
 
   def __init__(self, method, optimizers: Mapping[str, optax.GradientTransformation], *,

@@ -29,7 +29,7 @@ TINY = {
     "train.steps": 4, "train.steps_per_dispatch": 2, "train.log_every": 2,
     "train.ckpt_every": 4, "data.batch_size": 16,
     "model.hidden": (16, 16), "model.cond_embed": 8, "model.width": 16, "model.mlp_dim": 16,
-    "model.num_blocks": 1, "base.hidden": (8,),
+    "model.num_blocks": 1, "base.hidden": (8,), "model.channel_mult": (1,), "model.emb_dim": 16,
     "dataset.letters": "SH", "dataset.num_rotations": 4, "dataset.copies": 1,
     "dataset.points_per_copy": 32, "dataset.cells_per_population": 32, "dataset.dim": 4,
     "dataset.control_cells_per_plate": 8, "eval.num_steps": 4, "eval.max_samples": 64,

@@ -13,12 +13,16 @@ from flowzoo.workdir_lock import LOCK_NAME, WorkdirLock, WorkdirLockedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Holds the lock of argv[1] until killed; prints once it holds it.
+# Holds the lock of argv[1] until killed; prints once it holds it. The module
+# is loaded from its file: `import flowzoo.workdir_lock` would first import the
+# package (jax and every component), 10-30 s on a busy 2-core machine.
 _HOLDER = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from flowzoo.workdir_lock import WorkdirLock
-lock = WorkdirLock(sys.argv[1])
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location(
+    "workdir_lock", {repo!r} + "/flowzoo/workdir_lock.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+lock = module.WorkdirLock(sys.argv[1])
 lock.acquire()
 print("locked", flush=True)
 time.sleep(600)
