@@ -226,7 +226,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
         progress.compiled(step + t.steps_per_dispatch, t.steps_per_dispatch)
       step += t.steps_per_dispatch
       ckpt.check()  # a failed background save stops the run now, not a save later
-      if writer and (step % t.log_every == 0 or step == t.steps):
+      if writer is not None and (step % t.log_every == 0 or step == t.steps):
         scalars = {k: float(np.mean(v)) for k, v in m.items()}
         scalars["steps_per_s"] = progress.steps_per_second(step)
         writer.write(step, scalars)
@@ -256,7 +256,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
     raise Interrupted(f"interrupted at step {step}; run the same command again to resume "
                       f"(from the checkpoint of step {ckpt.latest_step()}).") from None
   finally:
-    if writer:
+    if writer is not None:
       writer.close()
     ckpt.close()
 

@@ -173,3 +173,12 @@ def test_no_distributed_settings_is_one_process(monkeypatch):
   assert distributed.initialize() is False
   assert distributed.initialize("localhost:1", 1, 0) is False
   assert distributed.is_primary() and jax.process_count() == 1
+
+
+def test_checkpoint_selection_is_refused_in_a_multi_process_run(monkeypatch, tmp_path):
+  """Refused before anything is built or trained (selection needs one process)."""
+  from flowzoo.experiment import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError, match=r"eval.select='heldout/w2'.*--config.eval.select="):
+    train_and_evaluate(tiny_letters_config(), tmp_path / "run")
+  assert not (tmp_path / "run").exists()
