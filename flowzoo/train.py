@@ -146,6 +146,7 @@ class Trainer:
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self._multi = jax.jit(self._multi_step, static_argnums=4, donate_argnums=0)
+    self._multi_b = jax.jit(self._multi_batches, donate_argnums=0)
 
   # -- state ------------------------------------------------------------------
   def sample(self, data: Packed, ids: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
@@ -158,25 +159,52 @@ class Trainer:
     @functools.partial(jax.jit, out_shardings=self.replicated)
     def init(rng):
       d_rng, p_rng = jax.random.split(rng)
-      params = self.method.init(p_rng, self.sample(data, ids, d_rng))
-      opt = {g: self.optimizers[g].init(params[g]) for g in self.method.groups}
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt,
-                        ema=params)
+      return self._init_state(p_rng, self.sample(data, ids, d_rng))
     return init(rng)
+
+  def init_from_batch(self, rng: jax.Array, batch: dict[str, np.ndarray]) -> TrainState:
+    """Initial state from an example host batch (streamed data), replicated."""
+    batch = self.shard_batch(batch)
+    init = jax.jit(lambda r, b: self._init_state(jax.random.split(r)[1], b),
+                   out_shardings=self.replicated)
+    return init(rng, batch)
+
+  def _init_state(self, p_rng, batch) -> TrainState:
+    params = self.method.init(p_rng, batch)
+    opt = {g: self.optimizers[g].init(params[g]) for g in self.method.groups}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt, ema=params)
 
   def abstract_state(self, rng, data, ids):
     """Shapes/shardings of the state, for checkpoint restore (no compute)."""
-    abstract = jax.eval_shape(lambda r: self.init(r, data, ids), rng)
+    return self._abstract(jax.eval_shape(lambda r: self.init(r, data, ids), rng))
+
+  def abstract_state_from_batch(self, rng, batch):
+    """`abstract_state` for streamed data (`init_from_batch`)."""
+    return self._abstract(jax.eval_shape(lambda r: self.init_from_batch(r, batch), rng))
+
+  def _abstract(self, abstract):
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated),
                         abstract)
 
   # -- step -------------------------------------------------------------------
   def train_step(self, state: TrainState, data: Packed, ids: jax.Array,
                  rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update. `rng` is the run key; the step folds itself in."""
+    """One update on a minibatch drawn in the step. `rng` is the run key; the step folds itself in."""
     rng = jax.random.fold_in(rng, state.step)
     d_rng, l_rng = jax.random.split(rng)
-    batch = self.sample(data, ids, d_rng)
+    return self._update(state, self.sample(data, ids, d_rng), l_rng)
+
+  def train_step_on(self, state: TrainState, batch: dict[str, jax.Array],
+                    rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update on a given global batch (streamed data: `run_batches`).
+
+    The loss key is the one `train_step` would use at this step.
+    """
+    _, l_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+    return self._update(state, jax.lax.with_sharding_constraint(batch, self.batch_sharding),
+                        l_rng)
+
+  def _update(self, state, batch, l_rng):
     (loss, metrics), grads = jax.value_and_grad(self.method.loss, has_aux=True)(
         state.params, l_rng, batch, state.step)
     active = self.method.active(state.step)
@@ -203,6 +231,9 @@ class Trainer:
       return self.train_step(s, data, ids, rng)
     return jax.lax.scan(body, state, None, length=num_steps)
 
+  def _multi_batches(self, state, batches, rng):
+    return jax.lax.scan(lambda s, b: self.train_step_on(s, b, rng), state, batches)
+
   def run(self, state: TrainState, data: Packed, ids: jax.Array, rng: jax.Array,
           num_steps: int) -> tuple[TrainState, dict[str, np.ndarray]]:
     """Runs `num_steps` updates in one dispatch; blocks and returns metrics.
@@ -214,14 +245,46 @@ class Trainer:
     """
     first = int(state.step)
     state, metrics = self._multi(state, data, ids, rng, num_steps)
-    metrics = jax.device_get(metrics)  # blocks: see the module docstring.
-    bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
-    if bad.size:
-      raise FloatingPointError(
-          f"non-finite loss {metrics['loss'][bad[0]]} at step {first + int(bad[0])} "
-          f"(grad norm {metrics['grad_norm'][bad[0]]}).")
-    return state, metrics
+    return state, _checked(metrics, first)
+
+  def run_batches(self, state: TrainState, batches: dict[str, np.ndarray],
+                  rng: jax.Array) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """`run` on streamed data: one update per leading entry of `batches`.
+
+    Args:
+      batches: host arrays `[S, B_local, ...]`, this process's rows of S
+        global batches (all of them in a 1-process run), e.g. from
+        `flowzoo.data.crops_pipeline`.
+    Returns:
+      the new state and metrics `[S]`, as `run`.
+    """
+    first = int(state.step)
+    state, metrics = self._multi_b(state, self.shard_batch(batches, stacked=True), rng)
+    return state, _checked(metrics, first)
+
+  def shard_batch(self, batch: dict[str, np.ndarray], stacked: bool = False):
+    """This process's rows of a global batch (`[B_local, ...]`, or `[S, B_local, ...]`
+    when `stacked`), placed split along the batch axis of the mesh."""
+    sharding = NamedSharding(self.mesh, P(None, "data") if stacked else P("data"))
+    for k, v in batch.items():
+      rows = np.shape(v)[1 if stacked else 0] * jax.process_count()
+      if rows != self.batch_size:
+        raise ValueError(f"batch[{k!r}] has {rows} rows over {jax.process_count()} process(es); "
+                         f"the trainer's global batch_size is {self.batch_size}.")
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
   def replicate(self, tree):
     """Host arrays, the same in every process, replicated over the mesh."""
     return distributed.replicate(tree, self.replicated)
+
+
+def _checked(metrics, first: int) -> dict[str, np.ndarray]:
+  """Host metrics of a dispatch starting at step `first`; raises on a non-finite loss."""
+  metrics = jax.device_get(metrics)  # blocks: see the module docstring.
+  bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
+  if bad.size:
+    raise FloatingPointError(
+        f"non-finite loss {metrics['loss'][bad[0]]} at step {first + int(bad[0])} "
+        f"(grad norm {metrics['grad_norm'][bad[0]]}).")
+  return metrics

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowzoo.geometry import euclidean
 from flowzoo.guidance import guided_field, with_null
@@ -253,6 +254,24 @@ class Method:
     x0 = self.generation_sources(params, rng, batch)
     return integrate(self.velocity_fn(params, batch, guidance), x0, solver=solver,
                      num_steps=num_steps, save_at=save_at)
+
+  def path(self, params: Params, batch: dict, x_start: jax.Array, times: Sequence[float], *,
+           backward: bool = False, solver: str = "euler", num_steps: int = 32,
+           guidance: float = 1.0) -> jax.Array:
+    """States `[len(times), B, *event]` of the learned flow through `x_start` at `times`.
+
+    Forward (default): `x_start` is a source (e.g. a control cell) at t = 0,
+    integrated to t = 1. Backward: `x_start` is a real target (e.g. a treated
+    cell) at t = 1, integrated back to t = 0: the source the flow maps onto it
+    (CellFlux's interpolation figure). `times` in [0, 1], any order; the states
+    come back in the order given.
+    """
+    ts = np.asarray(times, np.float64)
+    order = np.argsort(-ts if backward else ts, kind="stable")
+    t0, t1 = (1.0, 0.0) if backward else (0.0, 1.0)
+    _, traj = integrate(self.velocity_fn(params, batch, guidance), x_start, solver=solver,
+                        num_steps=num_steps, save_at=ts[order], t0=t0, t1=t1)
+    return traj[np.argsort(order)]
 
   def metrics(self) -> dict:
     """Extra evaluation metrics of this state space (e.g. 1-NNA for point clouds).
