@@ -47,10 +47,25 @@ about a quarter of 0..65535, so normalise them first (see
 
 Speed: segmentation (a vectorised Otsu, one `ndimage.label` for the whole
 stack), moments, intensities and GLCM properties are vectorised over crops;
-only the perimeter and convex hull (solidity) and the GLCM counts loop in
-skimage. 843 crops of 68x68x3 take ~3 s on one idle core, 32x32 ~1.3 s
-(`benchmarks/morphology_features.py`). There is no `n_jobs`: a worker
-process would re-import flowzoo (jax), which costs more than the extraction.
+only the perimeter, the convex hull (solidity, the largest cost) and the GLCM
+counts loop in skimage. There is no `n_jobs`: a worker process would
+re-import flowzoo (jax), which costs more than the extraction.
+
+Sanity check on real BBBC021 crops (`python benchmarks/morphology_features.py
+[--size 32]`; 843 crops, one plate; 2 shared cores at load 4-6):
+
+    extraction, 843 crops            68x68: 7.6-8.3 s (~9.5 ms/crop)   32x32: 2.7 s
+    FID vs DMSO half A (222 crops)   DMSO half B 3.7 ± 1.0, cyclohexamide 15 uM
+                                     488 ± 59, 50 uM 660 ± 76 (5 halvings, 68x68)
+    KID (same)                       0.01 ± 0.16, 1013 ± 379, 2096 ± 733
+    held-out accuracy                DMSO vs cyclohexamide 50 uM 0.991 (majority
+                                     0.679); 3 classes (+ 15 uM) 0.879 (majority 0.527)
+
+so two halves of one condition are two orders of magnitude closer than two
+conditions, and the dose order shows. The largest differences are actin
+texture and intensity (cyclohexamide 50 uM: actin GLCM homogeneity -4.3 sd,
+cell actin mean +2.8 sd). 32x32 crops give the same picture (FID 3.7 / 498 /
+679, accuracy 0.988 / 0.881).
 """
 
 from __future__ import annotations
@@ -240,9 +255,11 @@ def _masked_stats(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
   """
   k = mask.sum(1)[:, None]  # [N, 1]
   m = mask[..., None]
+  w = mask.astype(np.float64)
   safe = np.maximum(k, 1)
-  mean = np.where(m, x, 0.0).sum(1) / safe
-  var = np.where(m, (x - mean[:, None]) ** 2, 0.0).sum(1) / safe
+  mean = np.einsum("np,npc->nc", w, x) / safe
+  dev = x - mean[:, None]
+  var = np.einsum("np,npc->nc", w, dev * dev) / safe
   # Masked-out pixels sort last, so the first k of each column are the cell's values.
   srt = np.sort(np.where(m, x, np.inf), axis=1)
   srt[np.isinf(srt)] = 0.0  # only read for an empty mask, whose result is zeroed below
@@ -257,6 +274,11 @@ def _masked_stats(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     qs.append(a + frac * (b - a))
   out = np.stack([mean, np.sqrt(var), *qs], -1)
   return np.where(k[..., None] > 0, out, 0.0)
+
+
+def _crop_stats(x: np.ndarray) -> np.ndarray:
+  """`[N, C, 5]` mean, std, q10, q50, q90 of `x` `[N, P, C]` over all pixels."""
+  return np.stack([x.mean(1), x.std(1), *np.quantile(x, QUANTILES, axis=1)], -1)
 
 
 def _textures(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -284,8 +306,8 @@ def _chunk(crops: np.ndarray, lo: float, hi: float) -> np.ndarray:
   nucleus, cell = nucleus.reshape(n, -1), cell.reshape(n, -1)
   n_area = np.maximum(nucleus.sum(1), 1)[:, None]
   per_channel = np.concatenate([
-      _masked_stats(flat, cell), _masked_stats(flat, np.ones_like(cell)),
-      (np.where(nucleus[..., None], flat, 0.0).sum(1) / n_area)[..., None],
+      _masked_stats(flat, cell), _crop_stats(flat),
+      (np.einsum("np,npc->nc", nucleus.astype(np.float64), flat) / n_area)[..., None],
       _textures(crops, lo, hi)], -1)  # [N, C, 15] in feature_names order
   return np.concatenate([nuc_shape, cell_shape, ratio[:, None], objects[:, None],
                          per_channel.reshape(n, -1)], 1).astype(np.float64)
