@@ -78,15 +78,20 @@ def mmd_unbiased(x, y, gammas: Sequence[float] = DEFAULT_GAMMAS) -> float:
   gammas = np.asarray(gammas, np.float64).reshape(-1)
   if gammas.size == 0 or np.any(~(gammas > 0)):
     raise ValueError(f"gammas must be positive, got {gammas}.")
-  n, m = len(x), len(y)
   sq = [distance.cdist(u, v, "sqeuclidean") for u, v in ((x, x), (y, y), (x, y))]
-  vals = []
-  for g in gammas:
-    kxx, kyy, kxy = (np.exp(-g * s) for s in sq)
-    # Off-diagonal sums: the diagonal k(x_i, x_i) = 1 is what biases the V-statistic.
-    vals.append((kxx.sum() - n) / (n * (n - 1)) + (kyy.sum() - m) / (m * (m - 1))
-                - 2.0 * kxy.mean())
-  return float(np.mean(vals))
+  return float(np.mean([mmd_u_from_gram(*(np.exp(-g * s) for s in sq)) for g in gammas]))
+
+
+def mmd_u_from_gram(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+  """Unbiased MMD^2 from the kernel matrices `[n, n]`, `[m, m]`, `[n, m]` (n, m >= 2).
+
+  The within-set means skip the diagonal k(x_i, x_i), which is what biases
+  the V-statistic; shared by every kernel (RBF here, the cubic polynomial of
+  `flowzoo.metrics_images.kid`).
+  """
+  n, m = len(kxx), len(kyy)
+  return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+               + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean())
 
 
 def log_fold_change(cells, control, pseudocount: float = PSEUDOCOUNT) -> np.ndarray:
