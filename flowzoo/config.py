@@ -48,7 +48,7 @@ _CONFIG_TYPES = (bool, int, float, str)
 # baselines run beside it). Not `train.steps`: learning-rate schedules and
 # MixFlow's planner depend on it.
 RESUME_SAFE = ("train.log_every", "train.ckpt_every", "train.keep_checkpoints",
-               "train.steps_per_dispatch", "eval", "baselines")
+               "train.steps_per_dispatch", "train.unroll", "eval", "baselines")
 
 
 # -- 1. defaults ---------------------------------------------------------------------------

@@ -54,12 +54,14 @@ class Generator:
   """Generates in fixed-size chunks so one compiled program serves all conditions."""
 
   def __init__(self, method, *, solver: str, num_steps: int, guidance: float,
-               chunk: int = 1024):
+               chunk: int = 1024, unroll: bool = False):
     self.chunk = chunk
-    self._gen = jax.jit(functools.partial(method.generate, solver=solver,
-                                          num_steps=num_steps, guidance=guidance))
-    self._traj = jax.jit(functools.partial(method.generate, solver=solver, num_steps=num_steps,
-                                           guidance=guidance, save_at=(0.0, 0.5, 1.0)))
+    # `unroll` (conv nets on CPU, `flowzoo.sampling.integrate`) is passed only when
+    # set: the point-cloud and Bures methods integrate by their own `generate`.
+    kw = dict(solver=solver, num_steps=num_steps, guidance=guidance,
+              **({"unroll": True} if unroll else {}))
+    self._gen = jax.jit(functools.partial(method.generate, **kw))
+    self._traj = jax.jit(functools.partial(method.generate, save_at=(0.0, 0.5, 1.0), **kw))
 
   def _run(self, fn, params, rng, batch, axis: int) -> np.ndarray:
     """Applies `fn` chunk by chunk (last chunk padded) and concatenates on `axis`."""

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -61,6 +62,19 @@ class Experiment:
     return self.trainer.abstract_state(jax.random.key(self.config.seed), self.packed,
                                        self.train_ids)
 
+  def describe(self) -> str:
+    return (f"dataset: {self.pops.info or self.config.dataset.name} | {len(self.pops.names)} "
+            f"conditions, event shape {self.pops.event_shape}, descriptor dim "
+            f"{self.pops.cond_dim}")
+
+  def dispatch(self, state: TrainState, rng: jax.Array,
+               num_steps: int) -> tuple[TrainState, dict]:
+    """`num_steps` updates in one dispatch (minibatches drawn inside the step)."""
+    return self.trainer.run(state, self.packed, self.train_ids, rng, num_steps)
+
+  def close(self) -> None:
+    """Nothing to release: the data lives on the device (cf. `ImageExperiment.close`)."""
+
   def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
     """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`).
 
@@ -73,7 +87,7 @@ class Experiment:
     rng = jax.random.key(self.config.seed + 1)
     logs = []
     for _ in range(num_steps // spd):
-      state, m = self.trainer.run(state, self.packed, self.train_ids, rng, spd)
+      state, m = self.dispatch(state, rng, spd)
       logs.append(m)
     return state, {k: np.concatenate([m[k] for m in logs]) for k in logs[0]} if logs else {}
 
@@ -110,6 +124,9 @@ def setup(config, *, quiet_unused: bool = False) -> Experiment:
       them for its own components (`flowzoo.config.baseline_arms`).
   """
   config_lib.validate(config)
+  if getattr(build_lib.DATASETS.get(config.dataset.name), "streamed", False):
+    from flowzoo import image_experiment  # pylint: disable=import-outside-toplevel
+    return image_experiment.setup(config, quiet_unused=quiet_unused)
   pops = build_lib.build_dataset(config)
   train_ids = pops.split_ids("train")
   method = build_lib.build_method(config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
@@ -119,6 +136,14 @@ def setup(config, *, quiet_unused: bool = False) -> Experiment:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")
   config_lib.validate_built(config, pops, eval_lib.valid_metrics(method))
+  trainer = make_trainer(config, method, quiet_unused)
+  packed = trainer.replicate(pack(pops))
+  return Experiment(config, pops, method, trainer, packed,
+                    trainer.replicate(jnp.asarray(train_ids, jnp.int32)))
+
+
+def make_trainer(config, method, quiet_unused: bool = False) -> Trainer:
+  """The trainer of `method` with one optimizer per parameter group, from `config`."""
   unused = config_lib.unused_groups(config, method.groups)
   if unused and not quiet_unused:
     # Not an error: `--config.base.name=gaussian` turns MixFlow into CFM, which
@@ -133,12 +158,9 @@ def setup(config, *, quiet_unused: bool = False) -> Experiment:
                                      total_steps=config.train.steps)
     except (KeyError, ValueError) as e:
       raise type(e)(f"parameter group {g!r} (config.optim / optim_overrides.{g}): {e}") from e
-  trainer = Trainer(method, optimizers, batch_size=config.data.batch_size,
-                    populations_per_batch=config.data.populations_per_batch,
-                    ema_decay=config.train.ema_decay)
-  packed = trainer.replicate(pack(pops))
-  return Experiment(config, pops, method, trainer, packed,
-                    trainer.replicate(jnp.asarray(train_ids, jnp.int32)))
+  return Trainer(method, optimizers, batch_size=config.data.batch_size,
+                 populations_per_batch=config.data.populations_per_batch,
+                 ema_decay=config.train.ema_decay, unroll=config.train.unroll)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -148,6 +170,7 @@ class Interrupted(KeyboardInterrupt):
 # What a run writes besides config.json and checkpoints/ (see train_and_evaluate).
 RUN_OUTPUTS = ("train_metrics.jsonl", "tensorboard", "eval.json", "samples.npz",
                 "selection.json", "*_real_vs_generated.png", "*_flow.png", "*_pca_*.png",
+                "*_trajectories.png", "trajectories.npz",
                 "*_metrics.png", generated_cells.FILE, "perturbench.txt", "perturbench.json")
 
 
@@ -192,9 +215,7 @@ def train_and_evaluate(config, workdir: str | Path, *, overwrite: bool = False,
   if not distributed.is_primary():
     console = Console(stream=open(os.devnull, "w"))  # pylint: disable=consider-using-with
   exp = setup(config, quiet_unused=arm)
-  console.say(f"dataset: {exp.pops.info or config.dataset.name} | {len(exp.pops.names)} "
-              f"conditions, event shape {exp.pops.event_shape}, descriptor dim "
-              f"{exp.pops.cond_dim}")
+  console.say(exp.describe())
   console.say(f"devices: {jax.device_count()} x {jax.devices()[0].platform}"
               + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))
   # One lock per run, held by the primary process (`flowzoo.distributed`).
@@ -221,7 +242,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
     while step < t.steps:
       if step == start:  # the first dispatch compiles the step: say so, and how long it took
         progress.compiling(t.steps_per_dispatch)
-      state, m = exp.trainer.run(state, exp.packed, exp.train_ids, rng, t.steps_per_dispatch)
+      state, m = exp.dispatch(state, rng, t.steps_per_dispatch)
       if step == start:
         progress.compiled(step + t.steps_per_dispatch, t.steps_per_dispatch)
       step += t.steps_per_dispatch
@@ -241,7 +262,12 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
       if not primary:
         distributed.barrier("evaluated")
         return {}
+    exp.close()
     ev = config.eval
+    if not isinstance(exp, Experiment):  # streamed images (`flowzoo.image_experiment`)
+      results = exp.evaluate_and_write(state, workdir, console, writer)
+      distributed.barrier("evaluated")
+      return results
     generator = eval_lib.Generator(exp.method, solver=ev.solver, num_steps=ev.num_steps,
                                    guidance=ev.guidance, chunk=ev.chunk)
     if config_lib.parse_select(ev.select):
@@ -256,6 +282,7 @@ def _train_and_evaluate_locked(exp: Experiment, workdir: Path, overwrite: bool,
     raise Interrupted(f"interrupted at step {step}; run the same command again to resume "
                       f"(from the checkpoint of step {ckpt.latest_step()}).") from None
   finally:
+    exp.close()
     if writer is not None:
       writer.close()
     ckpt.close()
@@ -352,6 +379,9 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
     console = Console(f"[run {i + 1}/{len(runs)} ({name})]" if len(runs) > 1 else "")
     if len(runs) > 1 and distributed.is_primary():
       console.say(what[name])
+    if name != label and _reuse_training(config, workdir, cfg, rdir):
+      console.say(f"differs from {label} in evaluation settings only: evaluating {label}'s "
+                  f"final checkpoint (linked into {rdir / 'checkpoints'})")
     results_of[name] = train_and_evaluate(cfg, rdir, overwrite=overwrite, reevaluate=reevaluate,
                                           console=console, arm=name != label)
   if not distributed.is_primary():  # tables are the primary's (`flowzoo.distributed`)
@@ -379,3 +409,30 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
     page = report.results_page(summary, results, section=f"{label} run", command=command)
     print(f"(results page: {page})")
   return results_of
+
+
+def _reuse_training(parent, parent_dir: Path, arm, arm_dir: Path) -> bool:
+  """Links the parent's final checkpoint into an arm that differs only in what is evaluated.
+
+  Such an arm (e.g. another guidance scale) would train the same parameters
+  again; instead its run finds a finished checkpoint and only evaluates.
+  Orbax never rewrites a saved checkpoint, so hard links are safe (copies
+  across file systems). Returns whether the arm reuses the parent's training.
+  """
+  stored = lambda c: config_lib.as_stored(config_lib.resolved(c).to_dict())
+  safe = RESUME_SAFE + config_lib.evaluation_only_keys(parent)
+  if config_lib.config_diff(stored(parent), stored(arm), safe):
+    return False
+  src = parent_dir / "checkpoints" / str(parent.train.steps)
+  dst = arm_dir / "checkpoints" / src.name
+  if not src.is_dir() or (arm_dir / "checkpoints").exists():
+    return (arm_dir / "checkpoints").exists() and dst.is_dir()
+  if distributed.is_primary():
+    def link(a, b):
+      try:
+        os.link(a, b)
+      except OSError:
+        shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link)
+  distributed.barrier("reused checkpoint linked")
+  return True

@@ -188,11 +188,20 @@ def _grid(num_steps: int, t0: float, t1: float, knots: np.ndarray) -> tuple[np.n
   return grid, np.array([index[k] for k in knots], dtype=np.int64)
 
 
+def _fori(n: int, body, init, unroll: bool):
+  """`lax.fori_loop(0, n, body, init)`, or its steps traced in sequence with `unroll`."""
+  if not unroll:
+    return jax.lax.fori_loop(0, n, body, init)
+  for i in range(n):
+    init = body(i, init)
+  return init
+
+
 def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
               num_steps: int = 32, save_at: Sequence[float] | None = None,
               t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-5, atol: float = 1e-5,
-              max_steps: int = 4096, post_step: Callable[[PyTree], PyTree] | None = None
-              ) -> PyTree | tuple[PyTree, PyTree]:
+              max_steps: int = 4096, post_step: Callable[[PyTree], PyTree] | None = None,
+              unroll: bool = False) -> PyTree | tuple[PyTree, PyTree]:
   """Integrates dx/dt = velocity_fn(t, x) from t0 to t1.
 
   Fixed-step solvers take uniform steps in one `lax.fori_loop` (a `scan`, so
@@ -218,6 +227,9 @@ def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
     rtol: relative tolerance (adaptive solvers).
     atol: absolute tolerance (adaptive solvers).
     max_steps: step budget of adaptive solvers; exceeding it raises at run time.
+    unroll: fixed-step solvers trace their steps one after another instead of
+      looping (XLA:CPU runs convolutions ~10x slower inside a loop, see
+      `flowzoo.train.Trainer`); compile time grows with `num_steps`.
     post_step: `x -> x` applied to the state after every fixed step (e.g. a
       projection back onto a constraint set, as WFM's reference code does with
       its Euclidean BW-FM baselines); fixed-step solvers only. Saved states
@@ -256,8 +268,7 @@ def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
     dtype = jnp.result_type(float)
     ts, dts = jnp.asarray(grid[:-1], dtype), jnp.asarray(np.diff(grid), dtype)
     if uniq is None:
-      x1 = jax.lax.fori_loop(
-          0, len(dts), lambda i, x: step(velocity_fn, ts[i], x, dts[i]), x0)
+      x1 = _fori(len(dts), lambda i, x: step(velocity_fn, ts[i], x, dts[i]), x0, unroll)
       traj = None
     else:
       # slot[g] = which saved time grid point g is; len(uniq) (out of range,
@@ -275,7 +286,7 @@ def integrate(velocity_fn: VelocityFn, x0: PyTree, *, solver: str = "euler",
         return x, record(buf, i + 1, x)
 
       buf = jax.tree_util.tree_map(lambda a: jnp.zeros((len(uniq), *a.shape), a.dtype), x0)
-      x1, traj = jax.lax.fori_loop(0, len(dts), body, (x0, record(buf, 0, x0)))
+      x1, traj = _fori(len(dts), body, (x0, record(buf, 0, x0)), unroll)
 
   if save_ts is None:
     return x1

@@ -114,6 +114,11 @@ class Trainer:
     populations_per_batch: conditions per minibatch (see `sample_batch`).
     ema_decay: EMA decay of the sampling parameters (0 keeps a copy).
     mesh: device mesh with axis "data"; defaults to all devices.
+    unroll: trace a dispatch's steps one after another instead of looping over
+      them in a `lax.scan`. XLA:CPU runs convolutions inside a loop about 10x
+      slower (measured: a 2-D U-Net train step, 16 crops of 32 x 32, 2.7 s in
+      a scan of any length, 0.29 s unrolled), so U-Net runs on CPU take one
+      step per dispatch, unrolled; compile time grows with the steps per dispatch.
 
   Learning-rate schedules count each group's own updates (decision): an
   inactive group's whole optimizer state is frozen, its schedule counter
@@ -129,7 +134,7 @@ class Trainer:
 
   def __init__(self, method, optimizers: Mapping[str, optax.GradientTransformation], *,
                batch_size: int, populations_per_batch: int, ema_decay: float = 0.999,
-               mesh: Mesh | None = None):
+               mesh: Mesh | None = None, unroll: bool = False):
     missing = set(method.groups) - set(optimizers)
     if missing:
       raise KeyError(f"no optimizer for parameter group(s) {sorted(missing)}.")
@@ -143,6 +148,7 @@ class Trainer:
                        f"populations_per_batch={populations_per_batch}.")
     self.batch_size, self.ppb = batch_size, populations_per_batch
     self.ema_decay = float(ema_decay)
+    self.unroll = bool(unroll)
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self._multi = jax.jit(self._multi_step, static_argnums=4, donate_argnums=0)
@@ -229,10 +235,22 @@ class Trainer:
   def _multi_step(self, state, data, ids, rng, num_steps):
     def body(s, _):
       return self.train_step(s, data, ids, rng)
-    return jax.lax.scan(body, state, None, length=num_steps)
+    return self._loop(body, state, None, num_steps)
 
   def _multi_batches(self, state, batches, rng):
-    return jax.lax.scan(lambda s, b: self.train_step_on(s, b, rng), state, batches)
+    length = len(next(iter(batches.values())))
+    return self._loop(lambda s, b: self.train_step_on(s, b, rng), state, batches, length)
+
+  def _loop(self, body, state, xs, length: int):
+    """`lax.scan(body, state, xs)`, or with `unroll` the same steps traced one after another
+    (no XLA loop at all; `lax.scan(unroll=True)` still kept the slow path at length 1)."""
+    if not self.unroll:
+      return jax.lax.scan(body, state, xs, length=length)
+    outs = []
+    for i in range(length):
+      state, m = body(state, None if xs is None else jax.tree.map(lambda a: a[i], xs))
+      outs.append(m)
+    return state, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
   def run(self, state: TrainState, data: Packed, ids: jax.Array, rng: jax.Array,
           num_steps: int) -> tuple[TrainState, dict[str, np.ndarray]]:

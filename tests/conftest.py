@@ -11,6 +11,19 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
+# One persistent compilation cache per test session, shared by the xdist
+# workers and the CLI subprocesses (they inherit the environment): many tests
+# compile the same step (a 2-process run and its resume, a config and its
+# subprocess twin). Made here in the controller, before workers start, and
+# removed at exit, so a session never reads a stale cache.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
+  import atexit  # pylint: disable=wrong-import-position
+  import shutil  # pylint: disable=wrong-import-position
+  import tempfile  # pylint: disable=wrong-import-position
+  _CACHE = tempfile.mkdtemp(prefix="flowzoo-test-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
 import jax  # pylint: disable=wrong-import-position
 import pytest
 

@@ -24,8 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   # `--config.optim_overrides.<group>.lr=...` works on every config; a group
   # the method lacks is ignored with a warning (experiment.setup).
   c.optim_overrides = dict(velocity={}, base={})
+  # unroll: no XLA loop over a dispatch's steps (flowzoo.train.Trainer; conv nets on CPU).
   c.train = dict(steps=10_000, steps_per_dispatch=100, log_every=500, ckpt_every=2_000,
-                 keep_checkpoints=2, ema_decay=0.999)
+                 keep_checkpoints=2, ema_decay=0.999, unroll=False)
   # Learned baselines trained and evaluated beside this config by
   # `experiments.run`: arm name -> "key=value;..." overrides of this config
   # (flowzoo.config.baseline_arms); an empty string disables an arm.

@@ -6,3 +6,4 @@ from flowzoo.data import pointclouds  # noqa: F401  (registers digits_clouds, mn
 from flowzoo.data import gaussians  # noqa: F401  (registers gaussian_spiral, gaussian_moons, gaussian_sphere)
 from flowzoo.data import gaussians_cells  # noqa: F401  (registers pbmc_metacells, seqfish_niches)
 from flowzoo.data import anndata_perturbations  # noqa: F401  (registers anndata_perturbations)
+from flowzoo.data import crops  # noqa: F401  (registers crops: streamed image crops)

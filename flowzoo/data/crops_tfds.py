@@ -177,7 +177,14 @@ def write_crops_dataset(index: CropsIndex, data_dir: str | Path, *, image_size: 
       metadata=metadata, data_dir=str(Path(data_dir).expanduser().resolve()),
       config=tfds.core.BuilderConfig(name=name, description=f"crops of {index.csv}"),
       file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig())
+  # One line instead of TFDS's per-split progress bars (carriage returns fill run logs).
+  print(f"writing {sum(len(t) for t in splits.values())} crops {'x'.join(map(str, shape))} to "
+        f"{path} (once; later runs reuse it)", flush=True)
+  tfds.display_progress_bar(False)
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig())
+  finally:
+    tfds.display_progress_bar(True)
   assert Path(builder.data_dir) == path, (builder.data_dir, path)
   return path
 

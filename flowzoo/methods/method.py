@@ -246,18 +246,19 @@ class Method:
 
   def generate(self, params: Params, rng: jax.Array, batch: dict, *, solver: str = "euler",
                num_steps: int = 32, guidance: float = 1.0,
-               save_at: Sequence[float] | None = None):
+               save_at: Sequence[float] | None = None, unroll: bool = False):
     """`[B, *event]` samples for the rows of `batch`, integrated from t = 0 to 1.
 
-    With `save_at`, returns `(x1, trajectory [len(save_at), B, *event])`.
+    With `save_at`, returns `(x1, trajectory [len(save_at), B, *event])`;
+    `unroll`: see `flowzoo.sampling.integrate`.
     """
     x0 = self.generation_sources(params, rng, batch)
     return integrate(self.velocity_fn(params, batch, guidance), x0, solver=solver,
-                     num_steps=num_steps, save_at=save_at)
+                     num_steps=num_steps, save_at=save_at, unroll=unroll)
 
   def path(self, params: Params, batch: dict, x_start: jax.Array, times: Sequence[float], *,
            backward: bool = False, solver: str = "euler", num_steps: int = 32,
-           guidance: float = 1.0) -> jax.Array:
+           guidance: float = 1.0, unroll: bool = False) -> jax.Array:
     """States `[len(times), B, *event]` of the learned flow through `x_start` at `times`.
 
     Forward (default): `x_start` is a source (e.g. a control cell) at t = 0,
@@ -270,7 +271,7 @@ class Method:
     order = np.argsort(-ts if backward else ts, kind="stable")
     t0, t1 = (1.0, 0.0) if backward else (0.0, 1.0)
     _, traj = integrate(self.velocity_fn(params, batch, guidance), x_start, solver=solver,
-                        num_steps=num_steps, save_at=ts[order], t0=t0, t1=t1)
+                        num_steps=num_steps, save_at=ts[order], t0=t0, t1=t1, unroll=unroll)
     return traj[np.argsort(order)]
 
   def metrics(self) -> dict:

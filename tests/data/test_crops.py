@@ -15,29 +15,9 @@ pytest.importorskip("tensorflow_datasets", reason="needs the 'images' extra")
 pytest.importorskip("grain", reason="needs the 'images' extra")
 
 from flowzoo.data import crops_index, crops_pipeline, crops_tfds  # noqa: E402
+from tests.helpers import write_crops  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bbbc021_crops"
-CONDITIONS = [("DMSO", 0.0), ("taxol", 1.0), ("taxol", 3.0), ("aphid", 0.5)]
-
-
-def write_crops(root: Path, *, per_group: int = 6, plates=("P1", "P2"), shape=(8, 8, 3),
-                dtype=np.uint16, split: bool = False, seed: int = 0) -> Path:
-  """`per_group` crops per (plate, condition) and an index CSV; returns its path."""
-  rng = np.random.default_rng(seed)
-  (root / "crops").mkdir(parents=True, exist_ok=True)
-  rows = []
-  for plate in plates:
-    for compound, dose in CONDITIONS:
-      for i in range(per_group):
-        name = f"crops/{plate}_{compound}_{dose:g}_{i}.npy"
-        np.save(root / name, rng.integers(0, 5000, shape).astype(dtype))
-        row = {"path": name, "plate": plate, "well": "B02", "compound": compound,
-               "dose": dose, "moa": "m"}
-        if split:
-          row["split"] = "test" if i == 0 and compound != "DMSO" else "train"
-        rows.append(row)
-  pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
-  return root / "index.csv"
 
 
 @pytest.fixture(scope="module")
