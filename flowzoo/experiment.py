@@ -34,8 +34,28 @@ from flowzoo.progress import Console, Progress
 from flowzoo.writers import MetricWriter, eval_scalars
 
 
+class Training:
+  """`train`, the notebook API over a run's `dispatch` (vector and image experiments)."""
+
+  def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
+    """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`).
+
+    `state`'s buffers are donated to the update: use the returned state.
+    """
+    spd = self.config.train.steps_per_dispatch
+    if num_steps < 1 or num_steps % spd:
+      raise ValueError(f"Experiment.train: num_steps={num_steps} must be a positive multiple "
+                       f"of config.train.steps_per_dispatch={spd}.")
+    rng = jax.random.key(self.config.seed + 1)
+    logs = []
+    for _ in range(num_steps // spd):
+      state, m = self.dispatch(state, rng, spd)
+      logs.append(m)
+    return state, {k: np.concatenate([m[k] for m in logs]) for k in logs[0]} if logs else {}
+
+
 @dataclasses.dataclass
-class Experiment:
+class Experiment(Training):
   """Data, method and trainer built from one config (no I/O)."""
 
   config: ml_collections.ConfigDict
@@ -74,22 +94,6 @@ class Experiment:
 
   def close(self) -> None:
     """Nothing to release: the data lives on the device (cf. `ImageExperiment.close`)."""
-
-  def train(self, state: TrainState, num_steps: int) -> tuple[TrainState, dict]:
-    """Runs `num_steps` more updates (a multiple of `train.steps_per_dispatch`).
-
-    `state`'s buffers are donated to the update: use the returned state.
-    """
-    spd = self.config.train.steps_per_dispatch
-    if num_steps < 1 or num_steps % spd:
-      raise ValueError(f"Experiment.train: num_steps={num_steps} must be a positive multiple "
-                       f"of config.train.steps_per_dispatch={spd}.")
-    rng = jax.random.key(self.config.seed + 1)
-    logs = []
-    for _ in range(num_steps // spd):
-      state, m = self.dispatch(state, rng, spd)
-      logs.append(m)
-    return state, {k: np.concatenate([m[k] for m in logs]) for k in logs[0]} if logs else {}
 
   def generate(self, params, condition: str | int, num: int, seed: int = 0) -> np.ndarray:
     """`[num, *event]` samples of one condition (by name or index)."""

@@ -27,6 +27,7 @@ import numpy as np
 from flowzoo import build as build_lib
 from flowzoo import config as config_lib
 from flowzoo import image_eval
+from flowzoo.experiment import Training, make_trainer
 from flowzoo.train import Trainer, TrainState
 from flowzoo.writers import eval_scalars
 
@@ -35,7 +36,7 @@ INIT_BATCHES = 4
 
 
 @dataclasses.dataclass
-class ImageExperiment:
+class ImageExperiment(Training):
   """Data pipeline, method and trainer of an image config (no I/O beyond the dataset)."""
 
   config: ml_collections.ConfigDict
@@ -138,5 +139,4 @@ def setup(config, *, quiet_unused: bool = False) -> ImageExperiment:
   method = build_lib.build_method(config, event_shape=data.event_shape, cond_dim=pipe.cond_dim,
                                   total_steps=config.train.steps, num_conditions=len(data.names),
                                   warn_unused=not quiet_unused)
-  from flowzoo.experiment import make_trainer  # pylint: disable=import-outside-toplevel
   return ImageExperiment(config, data, method, make_trainer(config, method, quiet_unused), pipe)

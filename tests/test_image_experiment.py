@@ -143,3 +143,13 @@ def flat_overrides(config):
   flat = config_lib.flatten(config.to_dict())
   return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()
           if k.startswith(keep)}
+
+
+def test_paper_preset_holds_cellflux_code_settings():
+  c = cellflux_bbbc021_images.get_config("paper")
+  assert (c.optim.name, c.optim.lr, c.optim.b2, c.optim.weight_decay) == ("adamw", 1e-4, 0.95, 0.01)
+  assert (c.eval.solver, c.eval.num_steps, c.eval.guidance) == ("heun", 50, 1.2)
+  assert (c.method.decide_per, c.method.time_sampling) == ("batch", "skewed")
+  assert (c.method.p_uncond, c.method.source_noise_prob) == (0.2, 0.5)
+  assert c.dataset.image_size == 64 and len(c.model.channel_mult) == 4  # four stages (App. C)
+  assert c.model.base_channels == 128 and c.data.batch_size == 128
