@@ -337,16 +337,22 @@ def _evaluate_and_write(exp: Experiment, state: TrainState, workdir: Path,
   np.savez_compressed(workdir / "samples.npz", **samples)
   console.say("plotting...")
   figures = plots.plot_run(exp.method, state.ema, exp.pops, samples, results, workdir, rng, ev)
-  writer.eval_results(step, results)
-  for tag, path in figures:
-    writer.image(tag, path, step)
-  writer.hparams(config_lib.resolved(exp.config).to_dict(), eval_scalars(results))
-  console.say(f"evaluation took {time.perf_counter() - t0:.1f}s; figures: "
-              f"{', '.join(sorted({p.name for _, p in figures}))}")
-  console.say("\n" + eval_lib.results_table(results))
+  log_evaluation(exp.config, step, results, figures, writer, console, t0)
   if (h5ad := perturbation_eval.after_evaluation(workdir, exp.config, samples)):
     console.say(f"generated cells: {h5ad}")
   return results
+
+
+def log_evaluation(config, step: int, results: dict, figures, writer: MetricWriter,
+                   console: Console, t0: float) -> None:
+  """Evaluation scores, figures (`[(tag, png)]`) and the config to TensorBoard; the table."""
+  writer.eval_results(step, results)
+  for tag, path in figures:
+    writer.image(tag, path, step)
+  writer.hparams(config_lib.resolved(config).to_dict(), eval_scalars(results))
+  console.say(f"evaluation took {time.perf_counter() - t0:.1f}s; figures: "
+              f"{', '.join(sorted({p.name for _, p in figures}))}")
+  console.say("\n" + eval_lib.results_table(results))
 
 
 def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False,
@@ -410,7 +416,9 @@ def train_with_baselines(config, workdir: str | Path, *, overwrite: bool = False
     report.write_outputs(summary, workdir, stem="comparison")
     print("\n" + report.format_table(summary))
   if results:
-    page = report.results_page(summary, results, section=f"{label} run", command=command)
+    figures = [workdir / f for f in getattr(domain, "PAGE_FIGURES", ()) if (workdir / f).exists()]
+    page = report.results_page(summary, results, section=f"{label} run", command=command,
+                               figures=figures)
     print(f"(results page: {page})")
   return results_of
 

@@ -45,6 +45,8 @@ CONTROL_LABEL = "control"
 # KID on small per-condition sets: subsets as large as the sets, 50 of them.
 KID = dict(kid_subset_size=1000, kid_num_subsets=50)
 TRAJECTORY_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Shown on results pages below the table (`flowzoo.report.results_page`).
+PAGE_FIGURES = ("heldout_real_vs_generated.png", "heldout_trajectories.png")
 
 
 def _metrics_images():
@@ -81,6 +83,10 @@ class Reference:
     split: "train" or "heldout".
     max_cells: at most this many real cells per condition (seeded subsample).
     features: "morphology" or an encoder `[N, H, W, C] -> [N, F]`.
+
+  The training split (classifier, pooled baseline) is read whole before
+  `max_cells` per condition are kept: fine for thousands of crops; a screen of
+  100k crops needs a subsampling reader here (not written yet).
   """
 
   def __init__(self, data, split: str, *, max_cells: int, seed: int = 0,

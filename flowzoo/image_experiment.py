@@ -27,9 +27,8 @@ import numpy as np
 from flowzoo import build as build_lib
 from flowzoo import config as config_lib
 from flowzoo import image_eval
-from flowzoo.experiment import Training, make_trainer
+from flowzoo.experiment import Training, log_evaluation, make_trainer
 from flowzoo.train import Trainer, TrainState
-from flowzoo.writers import eval_scalars
 
 # Training batches whose x1 feed a method's data-dependent initialisation.
 INIT_BATCHES = 4
@@ -55,7 +54,9 @@ class ImageExperiment(Training):
     """Initial state, with the method's data-dependent initialisation applied."""
     seed = self.config.seed
     state = self.trainer.init_from_batch(jax.random.key(seed), self.pipe.batch(0))
-    batches = [self.pipe.batch(s) for s in range(INIT_BATCHES)]
+    # Whole global batches: every process must compute the same parameters.
+    whole = self.data.pipeline(batch_size=self.trainer.batch_size, seed=seed, whole=True)
+    batches = [whole.batch(s) for s in range(INIT_BATCHES)]
     params = self.method.init_from_data(
         jax.device_get(state.params), np.concatenate([b["x1"] for b in batches]),
         np.concatenate([b["group"] for b in batches]), seed=seed)
@@ -110,14 +111,7 @@ class ImageExperiment(Training):
       figures.append((f"{split}/trajectories", image_eval.trajectory_grid(
           workdir / f"{split}_trajectories.png", paths["forward"], paths["backward"],
           f"{name}: forward from held-out controls, backward from held-out treated cells")))
-    writer.eval_results(step, results)
-    for tag, path in figures:
-      writer.image(tag, path, step)
-    writer.hparams(config_lib.resolved(self.config).to_dict(), eval_scalars(results))
-    console.say(f"evaluation took {time.perf_counter() - t0:.1f}s; figures: "
-                f"{', '.join(sorted(p.name for _, p in figures))}")
-    from flowzoo import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
-    console.say("\n" + eval_lib.results_table(results))
+    log_evaluation(self.config, step, results, figures, writer, console, t0)
     return results
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -252,7 +253,8 @@ def figure(summary: dict):
   return fig
 
 
-def results_page(summary: dict, page: str | Path, *, section: str, command: str) -> Path:
+def results_page(summary: dict, page: str | Path, *, section: str, command: str,
+                 figures: Sequence[str | Path] = ()) -> Path:
   """Writes (or replaces) `section` of the markdown page `page` with the command and table.
 
   A page collects the final tables of one config (big_vision keeps such
@@ -264,12 +266,21 @@ def results_page(summary: dict, page: str | Path, *, section: str, command: str)
     page: path of `results/<config>.md`.
     section: the section heading (e.g. the sweep's name and variant).
     command: the exact command that produced the numbers.
+    figures: PNG files of the run, copied to `results/<page stem>/` and shown
+      below the table.
   Returns:
     the page path.
   """
   page = Path(page)
   body = (f"## {section}\n\n```\n{command}\n```\n\n{format_table(summary)}\n\n"
           "Lower is better unless a header says \"higher better\".\n")
+  if figures:
+    folder = page.parent / page.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", section).strip("_")
+    for fig in map(Path, figures):
+      shutil.copyfile(fig, folder / f"{slug}_{fig.name}")
+      body += f"\n![{fig.stem}]({page.stem}/{slug}_{fig.name})\n"
   text = page.read_text() if page.exists() else f"# Results: {page.stem}\n\n" \
       "Written by `flowzoo.report.results_page` (`experiments.run` or " \
       "`experiments.sweep` with `--results=...`); do not edit the tables by hand.\n\n"

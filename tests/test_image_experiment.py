@@ -79,16 +79,18 @@ def test_run_with_arms_baselines_and_pictures(root, capsys):
 
 
 def test_resumed_image_run_matches_uninterrupted(root):
-  # A batch is a function of (seed, step): the resumed run reads the same ones.
-  config = tiny(root, **{"eval.splits": ("heldout",)})
+  # A batch is a function of (seed, step): a run resumed at step 2 reads the batches
+  # the uninterrupted run of the first test (root/run, same training config) read.
+  if not (root / "run" / "samples.npz").exists():
+    pytest.skip("needs test_run_with_arms_baselines_and_pictures's run")
+  config = tiny(root)
   train_and_evaluate(config, root / "cut")
   for f in ("eval.json", "samples.npz"):
     (root / "cut" / f).unlink()
   shutil.rmtree(root / "cut" / "checkpoints" / "4")
   train_and_evaluate(config, root / "cut")
-  ref = tiny(root, **{"eval.splits": ("heldout",), "train.ckpt_every": 4})
-  train_and_evaluate(ref, root / "straight")
-  a, b = np.load(root / "cut" / "samples.npz"), np.load(root / "straight" / "samples.npz")
+  a, b = np.load(root / "cut" / "samples.npz"), np.load(root / "run" / "samples.npz")
+  assert sorted(a.files) == sorted(b.files)
   for k in a.files:
     np.testing.assert_array_equal(a[k], b[k])
 
@@ -116,7 +118,9 @@ from flowzoo.experiment import setup
 config = config_lib.apply_overrides(cellflux_bbbc021_images.get_config("runlocal"),
                                     json.loads(sys.argv[1]))
 exp = setup(config)
-state, m = exp.dispatch(exp.init(), jax.random.key(1), 2)
+state = exp.init()
+for _ in range(2):
+  state, _ = exp.dispatch(state, jax.random.key(1), 1)
 assert len(exp.trainer.mesh.devices.ravel()) == 2
 np.save(sys.argv[2], np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))]))
 """
@@ -124,9 +128,11 @@ np.save(sys.argv[2], np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.de
 
 def test_two_devices_train_as_one(root, tmp_path):
   # Batches are split over the data mesh; the step must not depend on the split.
-  config = tiny(root, **{"train.steps_per_dispatch": 2})
+  config = tiny(root, **{"train.steps_per_dispatch": 1})
   exp = setup(config)
-  state, _ = exp.dispatch(exp.init(), jax.random.key(1), 2)
+  state = exp.init()
+  for _ in range(2):  # two steps, one compiled program
+    state, _ = exp.dispatch(state, jax.random.key(1), 1)
   ref = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
   overrides = flat_overrides(config)
   env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")

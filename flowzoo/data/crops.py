@@ -91,13 +91,15 @@ class Crops:
                  f"({self.metadata['splits'].get('train', 0)} training cells, "
                  f"{len(self.metadata['plates'])} plate(s))")
 
-  def pipeline(self, *, batch_size: int, seed: int) -> crops_pipeline.CropsPipeline:
-    """Training batches of this process (`CropsPipeline`)."""
+  def pipeline(self, *, batch_size: int, seed: int,
+               whole: bool = False) -> crops_pipeline.CropsPipeline:
+    """Training batches of this process (`CropsPipeline`); `whole`: every row, in any process."""
     import jax  # pylint: disable=import-outside-toplevel
     return crops_pipeline.CropsPipeline(
         self.path, batch_size=batch_size, seed=seed, split="train", pairing=self.pairing,
-        augment=self.augment, process_index=jax.process_index(),
-        process_count=jax.process_count(), worker_count=self.workers)
+        augment=self.augment, process_index=0 if whole else jax.process_index(),
+        process_count=1 if whole else jax.process_count(),
+        worker_count=0 if whole else self.workers)
 
   def split(self, split: str) -> dict:
     """One of `SPLITS` in memory (`crops_pipeline.load_split`)."""
