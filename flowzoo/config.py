@@ -39,7 +39,7 @@ SECTIONS = {"dataset": DATASETS, "method": METHODS, "model": MODELS, "base": BAS
             "coupling": COUPLINGS}
 # Filled in by the framework, never from a config section.
 WIRED = frozenset({"event_shape", "cond_dim", "total_steps", "num_conditions",
-                   "model", "base", "coupling"})
+                   "population_rows", "model", "base", "coupling"})
 SPLITS = ("train", "validation", "heldout")
 _CONFIG_TYPES = (bool, int, float, str)
 

@@ -133,9 +133,13 @@ def setup(config, *, quiet_unused: bool = False) -> Experiment:
     return image_experiment.setup(config, quiet_unused=quiet_unused)
   pops = build_lib.build_dataset(config)
   train_ids = pops.split_ids("train")
-  method = build_lib.build_method(config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
-                                  total_steps=config.train.steps, num_conditions=len(pops.names),
-                                  warn_unused=not quiet_unused)
+  # population_rows: `sample_batch` lays populations out as contiguous runs,
+  # so an exact coupling solves only their diagonal blocks (couplings/exact.py).
+  method = build_lib.build_method(
+      config, event_shape=pops.event_shape, cond_dim=pops.cond_dim,
+      total_steps=config.train.steps, num_conditions=len(pops.names),
+      population_rows=config.data.batch_size // config.data.populations_per_batch,
+      warn_unused=not quiet_unused)
   if method.base.needs_sources and pops.sources is None:
     raise ValueError(f"base {config.base.name!r} needs source samples (control cells), but "
                      f"dataset {config.dataset.name!r} provides no `sources`.")

@@ -31,6 +31,9 @@ KINDS = {
     "nearest_rotation": "the real training rotation of the letter with the nearest angle",
     "pooled_letter": "every training rotation of the letter, pooled",
 }
+# Shown on results pages below the table (`flowzoo.report.results_page`): the
+# training letters tell "did not fit" from "did not generalise".
+PAGE_FIGURES = ("train_real_vs_generated.png", "heldout_real_vs_generated.png")
 
 
 def applies(config) -> bool:

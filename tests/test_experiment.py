@@ -140,6 +140,20 @@ def test_optimizer_overrides_per_group_inherit_unset_fields(caplog):
   assert "method 'cfm' has no parameter group(s) ['base']" in caplog.text
 
 
+def test_exact_coupling_solves_only_the_population_blocks_of_the_batch_layout():
+  # sample_batch lays 4 populations of 4 rows out contiguously: the exact
+  # coupling gets group_size 4 (only the diagonal blocks); one population per
+  # batch, or an explicit group_size, keeps the config's choice.
+  def coupling(**overrides):
+    c = apply_overrides(tiny_letters_config(), {"coupling.name": "exact",
+                                                "method.group_coupling": True, **overrides})
+    return setup(c).method.coupling
+  assert coupling(**{"data.populations_per_batch": 4}).group_size == 4
+  assert coupling().group_size == 16  # populations_per_batch 1: one block, the whole batch
+  assert coupling(**{"data.populations_per_batch": 16}).group_size is None  # one row each
+  assert coupling(**{"data.populations_per_batch": 4, "coupling.group_size": 2}).group_size == 2
+
+
 @pytest.mark.parametrize("override, error, match", [
     ({"model.name": "mlpp"}, KeyError, r"Unknown model 'mlpp'.*Valid model names.*: mlp \(flowzoo.models.mlp\)"),
     ({"dataset.name": "letter"}, KeyError, r"Unknown dataset 'letter'.*Did you mean 'letters'"),

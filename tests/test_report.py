@@ -42,6 +42,18 @@ def test_results_page_replaces_its_own_section_and_keeps_others(tmp_path):
   assert text.index("sweep one") < text.index("sweep two")  # order kept
 
 
+def test_results_page_copies_its_figures_beside_it_and_links_them(tmp_path):
+  fig = tmp_path / "run" / "train_real_vs_generated.png"
+  fig.parent.mkdir()
+  fig.write_bytes(b"\x89PNG fake")
+  page = tmp_path / "results" / "x.md"
+  report.results_page(_summary([1.0], [2.0]), page, section="x.py run", command="cmd",
+                      figures=[fig])
+  copied = tmp_path / "results" / "x" / "x_py_run_train_real_vs_generated.png"
+  assert copied.read_bytes() == fig.read_bytes()
+  assert "](x/x_py_run_train_real_vs_generated.png)" in page.read_text()
+
+
 def test_intervals_over_conditions_and_verdicts_against_baselines():
   conds = [f"c{i}" for i in range(5)]
   per = {"a": dict(zip(conds, [1.0, 3.0, 1.0, 3.0, 2.0])), "b": dict.fromkeys(conds, 2.0),

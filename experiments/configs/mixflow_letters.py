@@ -67,14 +67,15 @@ H 0.587. The runlocal table results/mixflow_letters.md and the runlocal
 numbers quoted above were measured with the earlier runlocal (all 60
 conditions, 3000 steps).
 
-Expected `:runlocal` (24 training conditions, 12,000 steps at batch 256, mode
-variance 1.0, the last checkpoint; seed 0; W1 / W2 / MMD / energy):
-  train 0.2415 / 0.3025 / 0.002063 / 0.01019;  heldout 0.73 / 0.8589 / 0.02534 / 0.08932.
-It took 153 s of wall time (196 s user + 8 s system) on 2026-12-01 while the
-2-core machine ran at 70 % of its measured speed (2048^3 matmul 130 vs 187
-GFLOP/s); at full speed the same job runs in about 90 s (8000 steps: 53.5 s
-vs 94 s). In train_real_vs_generated.png S, H, L, T and A are recognisable,
-E is still a blur.
+Expected `:runlocal` (24 training conditions, 12,000 steps at batch 512 over
+8 populations, mode variance 1.0, the last checkpoint; seed 0; W1 / W2 /
+MMD / energy):
+  train 0.2314 / 0.2893 / 0.00183 / 0.009381;  heldout 0.7066 / 0.839 / 0.02465 / 0.08319.
+It took 161 s of wall time (212 s user + 8 s system) on 2026-12-01 while the
+2-core machine ran at half its measured speed (2048^3 matmul 93 vs 187
+GFLOP/s an hour earlier); this virtual machine's speed drifts, and at full
+speed the job takes under 2 minutes. In train_real_vs_generated.png S, H, L,
+T and A are recognisable, E is still a blur (results/mixflow_letters.md).
 The trivial baselines on the same held-out rotations (flowzoo/letters_eval.py):
 nearest training rotation 0.7409 / 0.8831 / 0.02717 / 0.09265, pooled training
 rotations of S 0.5509 / 0.6691 / 0.01511 / 0.04748, which beats the runlocal flow
@@ -127,22 +128,19 @@ def get_config(arg: str | None = None):
     c.optim.b1, c.optim.b2 = 0.0, 0.99
     c.optim_overrides.base = dict(lr=1e-4, b1=0.9, b2=0.999)
   if size == "runlocal":
-    # cfm_letters' quick variant with half the steps at half the batch: a
-    # MixFlow step costs about 3x a CFM one on a CPU (the exact OT assignment
-    # runs on the host, once per population per step). Mode variance 1.0, not
-    # 0.01: 0.01 was chosen at the font-unit scale (4.1x smaller letters);
-    # here a near-point mode has to be stretched over a whole letter, and in
-    # 8000 steps that drew streaks, not letters. Train W1 at 8000 steps (seed
-    # 0): variance 0.25 0.2562, 1.0 0.2513; 1.0 with 12,000 steps 0.2415 and
-    # 16,000 steps 0.2351 (E still a blur). Not better for the time: hidden
-    # 256 (0.2434, 8000 steps, 1.25x the time), batch 512 over 8 populations
-    # (0.2392 at 10,000 steps, 2.3x the time: the host assignment), Adam b1
-    # 0.9 (0.2541). The full config keeps 0.01 (not re-tuned, see above).
-    c.data.batch_size = 256
-    c.data.populations_per_batch = 4
+    # cfm_letters' quick variant (batch 512 over 8 populations) with 12,000
+    # of its 16,000 steps: a MixFlow step costs more than a CFM one on a CPU
+    # (the exact assignment of each population's block runs on the host).
+    # Mode variance 1.0, not 0.01: 0.01 was chosen at the font-unit scale
+    # (4.1x smaller letters); here a near-point mode has to be stretched over
+    # a whole letter, and in 8000 steps that drew streaks, not letters. Train
+    # W1 (seed 0), batch 256 over 4 populations: variance 0.25 0.2562 and 1.0
+    # 0.2513 at 8000 steps; 1.0 at 12,000 steps 0.2415, 16,000 0.2351; batch
+    # 512 at 12,000 steps 0.2314 (this). Not better for the time: hidden 256
+    # (0.2434 at 8000 steps, 1.25x the time), Adam b1 0.9 (0.2541). E stays a
+    # blur in all of them. The full config keeps 0.01 (not re-tuned, above).
     c.base.variance = 1.0
     c.train.steps = 12_000
-    c.train.ckpt_every = 4000
   if paper:
     with c.unlocked():
       mixflow_bbbc021.paper_sections(c)
