@@ -124,7 +124,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
               seeds: Sequence[int] = (0,), split: str = "heldout",
               metrics: Sequence[str] | None = None, overwrite: bool = False,
               reference: str | None = None, run_fn: Callable | None = None,
-              title: str = "") -> dict:
+              title: str = "", config_grid: bool = False) -> dict:
   """Runs every point of `grid` for every seed, then writes table, JSON, CSV and plot.
 
   Args:
@@ -139,12 +139,17 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
       (e.g. "cfm"); None: no relative column.
     run_fn: `(config, workdir, overwrite=, console=) -> results` (default
       `flowzoo.experiment.train_and_evaluate`).
+    config_grid: the grid is the config module's own `sweeps()` entry: as for
+      a baseline arm, the settings of a component that a point swaps out
+      (the CFM twin's `base.*`) are expected and not warned about.
   Returns:
     the summary written to `sweep.json` (see `summarize`).
   """
+  arm = {}
   if run_fn is None:
     # Imported on use: the table/plot helpers need no JAX.
     from flowzoo.experiment import train_and_evaluate as run_fn
+    arm = {"arm": True} if config_grid else {}
   points = as_points(grid)
   seeds = [int(s) for s in seeds]
   if not seeds:
@@ -187,7 +192,8 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
         console.say(f"trains exactly as {twin.name} (they differ only in evaluation settings); "
                     f"evaluating {twin.name}'s checkpoints instead of retraining.")
         _copy_training(run_dir(workdir, twin, s), rdir)
-      results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite, console=console)
+      results[p.name, s] = run_fn(cfg, rdir, overwrite=overwrite, console=console,
+                                  **(arm if p.overrides else {}))
   extras, notes = dict(metrics=metrics), []
   domain = domain_eval.for_config(config)
   if domain and all(domain.comparable(config, c) for c in configs.values()):
@@ -244,7 +250,7 @@ def run_named(config: ml_collections.ConfigDict, config_path: str | Path, name: 
   label = Path(str(config_path)).name
   title = f"{label} sweep {name!r}: {split} conditions"
   summary = run_sweep(config, points, workdir, seeds=seeds, split=split, overwrite=overwrite,
-                      reference=reference, title=title)
+                      reference=reference, title=title, config_grid=True)
   print("\n" + report.format_table(summary))
   print(f"\n(table: {Path(workdir) / 'sweep.md'}; also sweep.json, sweep.csv, sweep.png)")
   if results:

@@ -77,6 +77,27 @@ def test_run_sweep_table_stats_and_reuse(tmp_path):
   assert len(calls) == 7
 
 
+def test_points_of_the_configs_own_grid_run_as_arms(tmp_path, monkeypatch):
+  # The config's own sweeps() define the CFM twin by swapping the base: its
+  # leftover base.* settings are expected (no warning), as for baseline arms.
+  from flowzoo import experiment  # pylint: disable=import-outside-toplevel
+  calls = {}
+
+  def fake_run(config, workdir, overwrite=False, console=None, **kwargs):
+    calls[config.model.hidden] = kwargs
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+    return _fake_results(1.0)
+
+  monkeypatch.setattr(experiment, "train_and_evaluate", fake_run)
+  c = tiny_letters_config(**{"eval.metrics": ("w1",)})
+  grid = [("default", {}), ("swapped", {"model.hidden": (4,)})]
+  sweep_lib.run_sweep(c, grid, tmp_path / "a", config_grid=True)
+  assert calls == {(16, 16): {}, (4,): {"arm": True}}
+  sweep_lib.run_sweep(c, grid, tmp_path / "b")  # a grid given by the caller: warnings stay
+  assert calls == {(16, 16): {}, (4,): {}}
+
+
 def test_points_differing_only_in_evaluation_are_trained_once(tmp_path, capsys):
   """letters' `val_letter` is evaluation-only: the H point evaluates the S point's training."""
   from flowzoo.experiment import train_and_evaluate  # pylint: disable=import-outside-toplevel
