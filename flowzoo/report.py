@@ -101,14 +101,17 @@ def verdicts(summary: dict) -> list[str]:
       best.append(f"{m}: {top['name']}")
   if best and len(rows) > 1:  # one row is trivially the best
     lines.append("Best per metric: " + "; ".join(best) + ".")
+  # compare_to (sweeps over datasets): the baselines scored on each point's data.
+  compare_to = summary.get("compare_to")
   for r in rows:
     if not base or r in base:
       continue
+    mine = [b for b in base if compare_to is None or b["name"] in compare_to.get(r["name"], ())]
     lost = []
     for m in ms:
       v = r["metrics"][m]["mean"]
       # A NaN learned value beats nothing (NaN comparisons are all False).
-      winners = [b["name"] for b in base if np.isfinite(b["metrics"][m]["mean"])
+      winners = [b["name"] for b in mine if np.isfinite(b["metrics"][m]["mean"])
                  and (not np.isfinite(v) or _better(b["metrics"][m]["mean"], v, m in higher))]
       if winners:
         lost.append(f"{m} ({', '.join(winners)})")

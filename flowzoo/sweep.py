@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -196,16 +197,59 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
                                   **(arm if p.overrides else {}))
   extras, notes = dict(metrics=metrics), []
   domain = domain_eval.for_config(config)
-  if domain and all(domain.comparable(config, c) for c in configs.values()):
-    more = domain.add_baselines(config, split, results, seeds)  # the trivial baselines as rows
+  more = {}
+  if domain and all(domain.applies(c) for c in configs.values()):
+    more = _baselines(domain, configs, split, results, seeds)
     points = list(points) + [Point(n) for n in more["names"]]
     extras = dict(metrics=tuple(metrics_arg) if metrics_arg else more["metrics"],
                   higher=more["higher"], baselines=more["names"])
     notes = more["notes"]
   summary = report.summarize(points, seeds, results, split=split, **extras)
   summary.update(title=title, reference=reference, notes=notes)
+  if domain and more.get("compare_to"):
+    summary["compare_to"] = more["compare_to"]
   report.write_outputs(summary, workdir)
   return summary
+
+
+def _baselines(domain, configs: Mapping[tuple[str, int], Any], split: str,
+               results: dict, seeds: Sequence[int]) -> dict:
+  """The domain's trivial baselines as extra rows of a sweep's table (`add_baselines`).
+
+  Points scored on different data (the letters sweep's S and H points) get one
+  set of baseline rows per dataset, named by the dataset fields that differ
+  ("pooled_letter[val_letter=H]"; point names hold no spaces), and
+  `compare_to` (point -> its dataset's baseline rows) for the verdicts.
+  """
+  groups = []  # one representative config per distinct dataset
+  for c in configs.values():
+    if not any(domain.comparable(g, c) for g in groups):
+      groups.append(c)
+  if len(groups) == 1:
+    return domain.add_baselines(groups[0], split, results, seeds)
+  out = {"names": [], "metrics": [], "higher": [], "descriptions": {}, "notes": [],
+         "compare_to": {}}
+  first = groups[0]["dataset"].to_dict()
+  for g in groups:
+    data = g["dataset"].to_dict()
+    keys = config_diff(first, data, safe=()) or config_diff(groups[1]["dataset"].to_dict(),
+                                                            data, safe=())
+    label = re.sub(r"[\s/\\]+", "_", ",".join(f"{k}={data.get(k)}" for k in keys))
+    scored: dict = {}
+    more = domain.add_baselines(g, split, scored, seeds)
+    rows = [f"{name}[{label}]" for name in more["names"]]
+    for (point, _), c in configs.items():
+      if domain.comparable(g, c):
+        out["compare_to"][point] = rows
+    for name, row in zip(more["names"], rows):
+      out["names"].append(row)
+      out["descriptions"][row] = more["descriptions"].get(name, "")
+      for s in seeds:
+        results[row, s] = scored[name, s]
+    out["metrics"] = out["metrics"] or more["metrics"]
+    out["higher"] = out["higher"] or more["higher"]
+    out["notes"] += [n for n in more["notes"] if n not in out["notes"]]
+  return out
 
 
 def sweeps_from_file(config_path: str | Path) -> dict:

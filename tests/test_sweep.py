@@ -77,6 +77,28 @@ def test_run_sweep_table_stats_and_reuse(tmp_path):
   assert len(calls) == 7
 
 
+def test_points_on_different_letters_get_baselines_per_letter(tmp_path):
+  def fake_run(config, workdir, overwrite=False, console=None):
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+    return _fake_results(100.0)  # worse than any baseline
+
+  c = tiny_letters_config(**{"eval.metrics": ("w1",)})
+  grid = [("flow_S", {"dataset.val_letter": "S"}), ("flow_H", {"dataset.val_letter": "H"})]
+  s = sweep_lib.run_sweep(c, grid, tmp_path, seeds=(0,), run_fn=fake_run)
+  rows = {p["name"]: p["metrics"]["w1"]["mean"] for p in s["points"]}
+  assert list(rows) == ["flow_S", "flow_H", "nearest_rotation[val_letter=S]",
+                        "pooled_letter[val_letter=S]", "nearest_rotation[val_letter=H]",
+                        "pooled_letter[val_letter=H]"]
+  # Each set is scored on its own letter's held-out rotations.
+  assert rows["pooled_letter[val_letter=S]"] != rows["pooled_letter[val_letter=H]"]
+  table = (tmp_path / "sweep.md").read_text()
+  assert "| pooled_letter[val_letter=H] (baseline) |" in table
+  # Each point's verdict weighs it against its own letter's baselines only.
+  verdict = next(line for line in table.splitlines() if line.startswith("flow_S does not beat"))
+  assert "pooled_letter[val_letter=S]" in verdict and "val_letter=H" not in verdict
+
+
 def test_points_of_the_configs_own_grid_run_as_arms(tmp_path, monkeypatch):
   # The config's own sweeps() define the CFM twin by swapping the base: its
   # leftover base.* settings are expected (no warning), as for baseline arms.
