@@ -92,10 +92,25 @@ trainer). MixFlow Table 1 (W2, held-out rotations, best checkpoint by
 validation W2): MixFlow S 0.4723, H 0.5867; CFM S 0.5667, H 0.6777. The
 `paper_baseline` sweep trains it beside flowzoo's CFM twin and the
 reference's CFM baseline (frozen condition encoder with dropout 0.5,
-`method.cond_encoder=paper_baseline`), for S and H. Not yet run:
+`method.cond_encoder=paper_baseline`), for S and H:
 
     python -m experiments.sweep --config=mixflow_letters.py:paper --sweep=paper_baseline \
         --seeds=0,1,2 --workdir=DIR
+
+The full length is not run yet (18 runs of 20,000 steps on all 60
+conditions). At `:paper_runlocal` (runlocal's data, batch and 12,000 steps;
+3 seeds, held-out W1 mean +- std; results/mixflow_letters.md, 2026-12-01):
+  S: MixFlow 1.130 +- 0.035, flowzoo's CFM twin 0.713 +- 0.052, the reference's
+     CFM baseline 0.591 +- 0.021;  H: 1.602 +- 0.057, 0.876 +- 0.026, 0.703 +- 0.017
+  (`python -m experiments.sweep --config=mixflow_letters.py:paper_runlocal
+  --sweep=paper_baseline --seeds=0,1,2 --workdir=DIR`), against the defaults
+  at `:runlocal` (`--sweep=letters`): MixFlow S 0.702 +- 0.054, H 0.849 +-
+  0.007; CFM twin S 0.666 +- 0.028, H 0.851 +- 0.004. At this length the
+  paper's recipe (sigma^2 0.01, soft draws, no dropout) is the worst arm on
+  both letters, and the reference's frozen-encoder CFM baseline is not
+  weaker than flowzoo's twin but the best learned arm: with its condition
+  input under dropout 0.5 it draws closer to the pooled letter, which beats
+  every learned arm on S (pooled S 0.551, H 0.813).
 """
 
 import ml_collections
