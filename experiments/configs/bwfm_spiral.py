@@ -31,11 +31,24 @@ connections start at the second layer and its LayerNorm precedes the
 activation (`flowzoo/models/mlp.py`). WFM Table 2 (BW-FM (R) / (E) /
 Frobenius): Spiral-16 2.98e-4 / 4.00e-4 / 1.03e-3; Spirals-128 1.28e-3 /
 1.70e-3 / 2.69e-3; Two Moons 1.84e-4 / 8.96e-4 / 1.30e-3; Sphere 6.65e-4 /
-2.14e-3 / 2.25e-3. Not yet run (about a day per geometry on this CPU):
+2.14e-3 / 2.25e-3. The full 100,000 steps are not run yet (about a day per
+geometry on this CPU):
 
     python -m experiments.sweep --config=bwfm_spiral.py:spiral16,paper --sweep=geometry \
         --seeds=0,1,2 --split=train --workdir=DIR
-    python -m experiments.run --config=bwfm_spiral.py:moons,paper,runlocal --workdir=DIR
+
+Run instead at 3000 steps (`:paper,runlocal` vs `:runlocal`, 3 seeds, 2.5 and
+2 min per run alone on 2 cores; results/bwfm_spiral.md, 2026-12-01; `python
+-m experiments.sweep --config=bwfm_spiral.py:<family>[,paper],runlocal
+--sweep=geometry --seeds=0,1,2 --split=train --reference=frobenius
+--workdir=DIR`), Table 2 metric BW-FM (R) / (E) / Frobenius, mean over seeds:
+  spiral16  default 0.03103 / 0.03219 / 0.03191;  paper 0.1367 / 0.1405 / 0.1388
+  moons     default 0.007975 / 0.008682 / 0.008708;  paper 0.03016 / 0.03486 / 0.03515
+BW-FM (R) is lowest on every seed in all four; (E) beats Frobenius on moons
+with the defaults (3/3 seeds, by 0.3 %) and nowhere else reliably. At 3000
+steps the paper's recipe (lr 2e-4, decayed, no EMA, 6 x 1024 ReLU) scores
+3.8-4.4x worse than the defaults on the Table 2 metric in every column (its
+mean networks learn slower): it is a 100,000-step recipe.
 
     python -m experiments.run --config=bwfm_spiral.py --workdir=/tmp/bwfm_spiral
     python -m experiments.run --config=bwfm_spiral.py:runlocal --workdir=/tmp/bw1
@@ -49,7 +62,7 @@ Expected (Table 2 metric `bw_min_w2`, train split, seed 0, runlocal 3k steps;
 --sweep=geometry --seeds=0 --split=train --workdir=DIR`), BW-FM (R) / (E) /
 Frobenius: spiral16 0.02813 / 0.02917 / 0.02884; spiral 0.01668 / 0.01797 /
 0.01773; moons 0.00798 / 0.00869 / 0.00872; sphere 0.02009 / 0.02274 / 0.02338.
-BW-FM (R) is lowest on every family, as in Table 2 (results/bwfm_spiral.md).
+BW-FM (R) is lowest on every family, as in Table 2.
 """
 
 from experiments.configs import common
