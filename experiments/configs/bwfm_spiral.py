@@ -37,8 +37,9 @@ geometry on this CPU):
     python -m experiments.sweep --config=bwfm_spiral.py:spiral16,paper --sweep=geometry \
         --seeds=0,1,2 --split=train --workdir=DIR
 
-Run instead at 3000 steps (`:paper,runlocal` vs `:runlocal`, 3 seeds, 2.5 and
-2 min per run alone on 2 cores; results/bwfm_spiral.md, 2026-12-01; `python
+Run instead at 3000 steps (`:paper,runlocal` vs `:runlocal`, 3 seeds, 2.3-4
+min per run with the 2 cores shared by one or two other jobs;
+results/bwfm_spiral.md, 2026-12-01; `python
 -m experiments.sweep --config=bwfm_spiral.py:<family>[,paper],runlocal
 --sweep=geometry --seeds=0,1,2 --split=train --reference=frobenius
 --workdir=DIR`), Table 2 metric BW-FM (R) / (E) / Frobenius, mean over seeds:

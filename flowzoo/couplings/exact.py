@@ -36,7 +36,7 @@ minibatch out as `populations_per_batch` contiguous runs of
 [group_size, group_size] cost blocks are computed and solved, batched: a
 population drawn twice in one minibatch is then paired within each run
 separately. Without it the full [n, m] cost is computed and groups are
-solved wherever their rows are (any layout). `experiments.run` wires
+solved wherever their rows are (any layout). `flowzoo.experiment.setup` wires
 `population_rows` (the run length of its minibatch layout) in, which sets
 `group_size` when the config leaves it None: with 4 populations of 64 rows
 the full path cost mixflow_letters.py:runlocal 3x the step of an independent
