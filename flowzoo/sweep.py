@@ -206,7 +206,7 @@ def run_sweep(config: ml_collections.ConfigDict, grid: Sequence, workdir: str | 
     notes = more["notes"]
   summary = report.summarize(points, seeds, results, split=split, **extras)
   summary.update(title=title, reference=reference, notes=notes)
-  if domain and more.get("compare_to"):
+  if more.get("compare_to"):
     summary["compare_to"] = more["compare_to"]
   report.write_outputs(summary, workdir)
   return summary

@@ -63,9 +63,9 @@ seeds; `python -m experiments.sweep --config=mixflow_letters.py --sweep=letters
   CFM twin  S 0.3460 / 0.4246 / 0.00723 / 0.0198;  H 0.5069 / 0.6186 / 0.01127 / 0.0311
 MixFlow beats cfm_letters.py on every metric and letter; against its exact-OT
 twin it wins MMD and energy but not W1/W2 on S. Table 1 (W2): MixFlow S 0.472,
-H 0.587. The runlocal table results/mixflow_letters.md and the runlocal
-numbers quoted above were measured with the earlier runlocal (all 60
-conditions, 3000 steps).
+H 0.587. The runlocal
+numbers quoted above (soft vs straight-through draws) were measured with an
+earlier runlocal (all 60 conditions, 3000 steps).
 
 Expected `:runlocal` (24 training conditions, 12,000 steps at batch 512 over
 8 populations, mode variance 1.0, the last checkpoint; seed 0; W1 / W2 /
