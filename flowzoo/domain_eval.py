@@ -16,16 +16,17 @@ functions, so runs, multi-arm runs and sweeps treat them alike:
 
 Families: compound screens (`flowzoo.compound_eval`), single-cell
 perturbation screens (`flowzoo.perturbation_eval`), rotated letters
-(`flowzoo.letters_eval`) and single-cell crops (`flowzoo.image_eval`).
+(`flowzoo.letters_eval`), single-cell crops (`flowzoo.image_eval`) and
+families of Gaussians (`flowzoo.gaussians_eval`).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from flowzoo import compound_eval, image_eval, letters_eval, perturbation_eval
+from flowzoo import compound_eval, gaussians_eval, image_eval, letters_eval, perturbation_eval
 
-FAMILIES = (compound_eval, perturbation_eval, letters_eval, image_eval)
+FAMILIES = (compound_eval, perturbation_eval, letters_eval, image_eval, gaussians_eval)
 
 
 def for_config(config) -> ModuleType | None:

@@ -150,22 +150,41 @@ def evaluate(method, params, pops: Populations, rng: jax.Array, *,
       samples[f"{split}/{name}"] = x[lo:hi]
       real_i = _subsample_idx(len(pops.samples[k]), max_samples, np_rng)
       fake_i = _subsample_idx(hi - lo, max_samples, np_rng)
-      real, fake = pops.samples[k][real_i], x[lo:hi][fake_i]
-      vector = [m for m in metric_names if m not in structured]
-      vals = metrics_lib.compute_all(fake.reshape(len(fake), -1), real.reshape(len(real), -1),
-                                     names=vector) if vector else {}
+      masks = (None, None) if pops.masks is None else (
+          rows["mask1"][lo:hi][fake_i], pops.masks[k][real_i])
+      vals = score_condition(x[lo:hi][fake_i], pops.samples[k][real_i], metric_names,
+                             structured, fake_mask=masks[0], real_mask=masks[1])
       for m in metric_names:
-        if m in structured:
-          masks = (None, None) if pops.masks is None else (
-              rows["mask1"][lo:hi][fake_i], pops.masks[k][real_i])
-          vals[m] = structured[m](fake, real, fake_mask=masks[0], real_mask=masks[1])
-        per[m][name] = float(vals[m])
+        per[m][name] = vals[m]
       if scored is not None:
         scored.tick(pops.title(k))
     for m in metric_names:
       results[m][split] = {"mean": float(np.mean(list(per[m].values()))),
                            "per_condition": per[m]}
   return results, samples
+
+
+def score_condition(fake, real, metric_names: Sequence[str], structured: dict, *,
+                    fake_mask=None, real_mask=None) -> dict[str, float]:
+  """Scores one condition's generated `fake` `[n, *event]` against `real` `[N, *event]`.
+
+  `structured` (`method.metrics()`) maps state-space metric names to
+  `fn(fake, real, fake_mask, real_mask)`; the other names are
+  `flowzoo.metrics` vector metrics of the flattened samples.
+  """
+  vector = [m for m in metric_names if m not in structured]
+  fake, real = np.asarray(fake), np.asarray(real)
+  vals = metrics_lib.compute_all(fake.reshape(len(fake), -1), real.reshape(len(real), -1),
+                                 names=vector) if vector else {}
+  for m in metric_names:
+    if m in structured:
+      vals[m] = structured[m](fake, real, fake_mask=fake_mask, real_mask=real_mask)
+  return {m: float(vals[m]) for m in metric_names}
+
+
+def subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+  """At most `n` rows of `x`, drawn without replacement, kept in order (as `evaluate` does)."""
+  return x[_subsample_idx(len(x), n, rng)]
 
 
 def _subsample_idx(size: int, n: int, rng: np.random.Generator) -> np.ndarray:

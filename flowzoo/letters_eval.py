@@ -25,6 +25,7 @@ import numpy as np
 
 from flowzoo import metrics as metrics_lib
 from flowzoo.data.populations import Populations
+from flowzoo.evaluate import subsample
 
 NAME = "letters"
 KINDS = {
@@ -83,9 +84,8 @@ def score_predictions(preds: Mapping[str, np.ndarray], pops: Populations, split:
   per = {m: {} for m in metric_names}
   for k in pops.split_ids(split):
     name = pops.names[k]
-    fake, real = (x if len(x) <= max_samples else x[np.sort(rng.choice(len(x), max_samples,
-                                                                        replace=False))]
-                  for x in (np.asarray(preds[name]), pops.samples[k]))
+    fake, real = (subsample(x, max_samples, rng) for x in (np.asarray(preds[name]),
+                                                           pops.samples[k]))
     for m, v in metrics_lib.compute_all(fake, real, names=metric_names).items():
       per[m][name] = v
   return {m: {split: {"mean": float(np.mean(list(per[m].values()))), "per_condition": per[m]}}

@@ -27,6 +27,7 @@ from flowzoo import baselines as baselines_lib
 from flowzoo import generated_cells
 from flowzoo import metrics_perturbation as mp
 from flowzoo.data import anndata_perturbations as ap
+from flowzoo.evaluate import subsample
 from flowzoo.generated_cells import dataset_kwargs
 
 SCORED_SPLITS = ("heldout", "validation")
@@ -35,10 +36,6 @@ METRICS = dict(mp.METRICS) | {f"{m}_rank": False for m in mp.METRICS}
 # Columns: metric (mean over conditions) and its rank; "^" higher is better.
 SHORT = {"mmd_gex": "MMD gex", "mmd_pca": "MMD pca", "deg_recall": "DEG rec^",
          "cosine_logfc": "cos lfc^", "rmse_mean": "RMSE"}
-
-
-def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-  return x if len(x) <= n else x[np.sort(rng.choice(len(x), n, replace=False))]
 
 
 def load_run(workdir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -98,11 +95,11 @@ def score(data: ap.PerturbationData, methods: Mapping[str, Mapping[str, np.ndarr
   ids = pops.split_ids(split)
   names = [pops.names[k] for k in ids]
   rng = np.random.default_rng(seed)
-  reals = {n: _subsample(data.gene_samples[k], max_cells, rng) for n, k in zip(names, ids)}
-  ctrls = {n: _subsample(data.gene_samples[data.control_index[k]], max_cells, rng)
+  reals = {n: subsample(data.gene_samples[k], max_cells, rng) for n, k in zip(names, ids)}
+  ctrls = {n: subsample(data.gene_samples[data.control_index[k]], max_cells, rng)
            for n, k in zip(names, ids)}
   groups = {n: data.conditions[k].covariates for n, k in zip(names, ids)}
-  rows = {label: {n: _subsample(np.asarray(p[n]), max_cells, rng) for n in names if n in p}
+  rows = {label: {n: subsample(np.asarray(p[n]), max_cells, rng) for n in names if n in p}
           for label, p in methods.items()}
   for label, p in rows.items():
     missing = sorted(set(names) - set(p))

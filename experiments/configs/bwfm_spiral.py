@@ -49,7 +49,13 @@ BW-FM (R) is lowest on every seed in all four; (E) beats Frobenius on moons
 with the defaults (3/3 seeds, by 0.3 %) and nowhere else reliably. At 3000
 steps the paper's recipe (lr 2e-4, decayed, no EMA, 6 x 1024 ReLU) scores
 3.8-4.4x worse than the defaults on the Table 2 metric in every column (its
-mean networks learn slower): it is a 100,000-step recipe.
+mean networks learn slower): it is a 100,000-step recipe. Baselines that learn
+nothing (`flowzoo.gaussians_eval`, rows of the same tables): the unmoved
+Wishart source scores 0.2649 (spiral16) / 0.6478 (moons), one barycentre
+Gaussian per condition 0.1379 / 0.3051. Every default arm beats both; the
+paper recipe's Frobenius (0.1388) and (E) (0.1405) arms do not beat the
+barycentre on spiral16, and on moons their covariance part (bw_min_w2_cov
+0.00624 / 0.00588) is worse than the unmoved source's (0.00421).
 
     python -m experiments.run --config=bwfm_spiral.py --workdir=/tmp/bwfm_spiral
     python -m experiments.run --config=bwfm_spiral.py:runlocal --workdir=/tmp/bw1

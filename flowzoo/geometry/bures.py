@@ -307,6 +307,10 @@ def mean_min_w2_cov(fake, real, *, fake_mask=None, real_mask=None, chunk: int = 
   return float(np.mean(np.maximum(w2 - np.sum((m_fake - m_real) ** 2, -1), 0.0)))
 
 
+# Table 2's metrics by name, as `method.metrics()` returns them (BW-FM, its baselines).
+METRICS = {"bw_min_w2": mean_min_w2, "bw_min_w2_cov": mean_min_w2_cov}
+
+
 # -- the geometry interface (same functions as `euclidean`, `pointclouds`) -------------------
 def interpolate(x0: jax.Array, x1: jax.Array, t: jax.Array) -> jax.Array:
   """Packed McCann interpolant N(m_t, Sigma_t) `[B, D + 1, D]` (Eq. 8); `t` `[B]`."""

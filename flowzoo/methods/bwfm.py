@@ -229,4 +229,4 @@ class BWFM(Method):
     return jax.tree.map(project, out)
 
   def metrics(self):
-    return {"bw_min_w2": bures.mean_min_w2, "bw_min_w2_cov": bures.mean_min_w2_cov}
+    return dict(bures.METRICS)

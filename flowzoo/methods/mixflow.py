@@ -63,6 +63,7 @@ class MixFlow(CFM):
       it to base steps, where it regularises h_Theta, h_p: the velocity field
       then trains on draws from the same dropout-free base it is integrated
       from at generation (§3.2), as `straight_through` does for the mode choice.
+    time_sampling: as in `CFM` (MixFlow Algorithm 1: "uniform").
     cond_encoder, cond_encoder_dropout: as in `CFM`; "paper_baseline" is the
       reference's CFM baseline and needs a fixed base (the twin
       `base.name=gaussian`): with a trained base the reference trains that
@@ -77,10 +78,10 @@ class MixFlow(CFM):
                alternating: float = 0.8, cooldown: float = 0.1, base_every: int = 10,
                cooldown_dropout: bool = False, velocity_step_dropout: bool = True,
                base_step_rule: str = "after_k", cond_encoder: str = "none",
-               cond_encoder_dropout: float = 0.5):
+               cond_encoder_dropout: float = 0.5, time_sampling: str = "uniform"):
     super().__init__(model=model, base=base, coupling=coupling, sigma=sigma, p_uncond=p_uncond,
                      group_coupling=group_coupling, cond_encoder=cond_encoder,
-                     cond_encoder_dropout=cond_encoder_dropout)
+                     cond_encoder_dropout=cond_encoder_dropout, time_sampling=time_sampling)
     if cond_encoder != "none" and base.trainable:
       raise ValueError(f"mixflow: cond_encoder={cond_encoder!r} is the reference's CFM baseline "
                        f"and needs a fixed base (e.g. base.name=gaussian), not the trainable "

@@ -321,3 +321,14 @@ def test_paper_baseline_encoder_is_never_trained(rng):
                                 twin.network(params, t, x, batch["cond"]))
   with pytest.raises(ValueError, match="needs a fixed base"):
     _method(cond_encoder="paper_baseline")  # a trained GMM base
+
+
+def test_time_sampling_switch_reaches_mixflow():
+  # "What if MixFlow used CellFlux's skewed t?": one config line.
+  from flowzoo.methods import cfm as cfm_lib
+  t = np.asarray(_method(time_sampling="skewed").sample_time(jax.random.key(0), 100_000))
+  assert abs(t.mean() - cfm_lib.SKEWED_TIME_MEAN) < 3e-3
+  u = np.asarray(_method().sample_time(jax.random.key(0), 1000))
+  np.testing.assert_array_equal(u, jax.random.uniform(jax.random.key(0), (1000,)))
+  with pytest.raises(ValueError, match="time_sampling must be one of"):
+    _method(time_sampling="edm")
