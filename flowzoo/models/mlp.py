@@ -39,6 +39,11 @@ class MLP(nn.Module):
     residual: add a skip connection around every hidden layer after the first
       (all widths must then be equal), as WFM App. E.1's nets do.
     layer_norm: layer-normalise each hidden pre-activation (WFM App. E.1).
+    input_frequencies: F > 0 appends sin and cos of 2 pi f x_t for F octaves f
+      ending at `input_max_frequency` (cycles per unit of x_t), per coordinate
+      (Fourier features, Tancik et al. 2020): a plain MLP on low-dimensional
+      coordinates fits sharp features slowly (spectral bias). 0: none.
+    input_max_frequency: the highest of those frequencies.
   """
 
   hidden: Sequence[int] = (256, 256, 256)
@@ -49,6 +54,8 @@ class MLP(nn.Module):
   conditioning: str = "concat"
   residual: bool = False
   layer_norm: bool = False
+  input_frequencies: int = 0
+  input_max_frequency: float = 1.0
 
   def __post_init__(self):
     check_int_sequence("mlp", "hidden widths", self.hidden, minimum=1)
@@ -63,10 +70,20 @@ class MLP(nn.Module):
       raise ValueError(f"mlp: conditioning must be 'concat' or 'film', got {self.conditioning!r}.")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"mlp: dropout must be in [0, 1), got {self.dropout}.")
+    if int(self.input_frequencies) != self.input_frequencies or self.input_frequencies < 0 \
+        or not self.input_max_frequency > 0:
+      raise ValueError(f"mlp: input_frequencies must be an integer >= 0 and "
+                       f"input_max_frequency > 0, got {self.input_frequencies!r}, "
+                       f"{self.input_max_frequency!r}.")
     if self.residual and len(set(self.hidden)) > 1:
       raise ValueError(f"mlp: residual=True needs equal hidden widths, got {tuple(self.hidden)}.")
     act = activation(self.act)
-    h = [x_t.reshape(x_t.shape[0], -1), fourier_time(t, self.time_frequencies)]
+    x = x_t.reshape(x_t.shape[0], -1)
+    h = [x, fourier_time(t, self.time_frequencies)]
+    if self.input_frequencies:
+      freqs = self.input_max_frequency * 2.0 ** -jnp.arange(self.input_frequencies)[::-1]
+      angles = 2 * jnp.pi * (x[:, :, None] * freqs).reshape(x.shape[0], -1)
+      h += [jnp.sin(angles), jnp.cos(angles)]
     e = None
     if cond is not None:
       e = act(nn.Dense(self.cond_embed, name="cond_embed")(cond)) if self.cond_embed else cond

@@ -40,6 +40,24 @@ def test_residual_layer_norm_matches_hand_forward():
   np.testing.assert_allclose(model.apply(params, t, x, c), want, rtol=2e-4, atol=2e-5)
 
 
+def test_input_fourier_features_match_hand_forward():
+  # Octaves ending at input_max_frequency, per coordinate, sin block then cos.
+  model = MLP(hidden=(8,), act="relu", time_frequencies=2, cond_embed=0, input_frequencies=3,
+              input_max_frequency=2.0)
+  rng = np.random.default_rng(1)
+  t = jnp.asarray(rng.uniform(size=6), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
+  c = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+  params = model.init(jax.random.key(0), t, x, c)
+  p = jax.tree.map(np.asarray, params["params"])
+  angles = 2 * np.pi * (np.asarray(x)[:, :, None] * np.array([0.5, 1.0, 2.0])).reshape(6, -1)
+  h = np.concatenate([np.asarray(x), np.asarray(fourier_time(t, 2)), np.sin(angles),
+                      np.cos(angles), np.asarray(c)], -1)
+  h = _relu(h @ p["dense_0"]["kernel"] + p["dense_0"]["bias"])
+  want = h @ p["out"]["kernel"] + p["out"]["bias"]
+  np.testing.assert_allclose(model.apply(params, t, x, c), want, rtol=2e-4, atol=2e-5)
+
+
 def test_residual_needs_equal_widths():
   model = MLP(hidden=(16, 8), residual=True)
   with pytest.raises(ValueError, match="residual=True needs equal hidden widths"):
@@ -66,3 +84,11 @@ def test_cli_typo_in_hidden_names_the_field():
   from tests.helpers import tiny_letters_config  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match=r"model 'mlp' do not fit: mlp: hidden widths must be a sequence of ints"):
     setup(tiny_letters_config(**{"model.hidden": ("hello",)}))
+
+
+@pytest.mark.parametrize("kw", [dict(input_frequencies=-1), dict(input_frequencies=2.5),
+                                dict(input_frequencies=2, input_max_frequency=0.0)])
+def test_bad_input_frequencies_are_refused(kw):
+  model = MLP(hidden=(4,), **kw)
+  with pytest.raises(ValueError, match="input_frequencies must be an integer >= 0"):
+    model.init(jax.random.key(0), jnp.zeros(2), jnp.zeros((2, 2)), None)
