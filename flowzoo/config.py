@@ -211,12 +211,32 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(old: dict, new: dict, safe: Sequence[str] = RESUME_SAFE) -> list[str]:
-  """Dotted keys whose values differ, ignoring those under the `safe` prefixes."""
+  """Dotted keys whose values differ, ignoring those under the `safe` prefixes.
+
+  A component field missing from `old` that holds the component's default in
+  `new` is not a difference: `old` was stored before the field existed, and
+  a new field's default keeps the behaviour the component had without it
+  (the project's rule for adding fields), so such a run still resumes and
+  is still reused. A field only `old` has, or a non-default value, differs.
+  """
   def relevant(d):
     return {k: v for k, v in flatten(d).items()
             if not any(k == s or k.startswith(s + ".") for s in safe)}
   a, b = relevant(old), relevant(new)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k) != b.get(k) and not (k not in a and _added_default(k, b[k], new)))
+
+
+def _added_default(key: str, value: Any, config: dict) -> bool:
+  """`key` ("section.field") is a field of the section's component, at its default."""
+  section, _, field = key.partition(".")
+  if section not in SECTIONS or "." in field or not isinstance(config.get(section), dict):
+    return False
+  name = config[section].get("name")
+  if name not in SECTIONS[section]:
+    return False
+  defaults = SECTIONS[section].defaults(name)
+  return field in defaults and as_stored({"v": defaults[field]})["v"] == value
 
 
 def finished_run(config, workdir) -> bool:

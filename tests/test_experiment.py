@@ -241,8 +241,11 @@ def test_baselines_section_does_not_block_resuming():
 
 
 def test_guard_names_fields_missing_from_an_older_run(tmp_path):
-  """A run stored before a field existed is refused, and the message says the field is new."""
+  """A run stored before a field existed is refused when the field is not at its default
+  (it may change what is trained), and the message says the field is new."""
   config = tiny_letters_config()
+  with config.unlocked():
+    config.model.act = "relu"  # not the MLP's default
   stored = json.loads(json.dumps(config.to_dict(), default=str))
   del stored["eval"]["select"], stored["model"]["act"]
   stored["model"]["retired_knob"] = 1
@@ -251,6 +254,26 @@ def test_guard_names_fields_missing_from_an_older_run(tmp_path):
   with pytest.raises(ValueError, match=r"differs in: model.act \(not in the stored config\), "
                                        r"model.retired_knob \(only in the stored config\)\)"):
     Checkpointer(tmp_path, config.to_dict())
+
+
+def test_a_new_component_field_at_its_default_does_not_block_an_older_run():
+  """A field added to a component after a run was stored (at its default, the behaviour the
+  run had) still lets the run resume and be reused; a non-default value or a retired field
+  does not, and neither does a missing field outside the component sections."""
+  config = resolved(tiny_letters_config())
+  new = json.loads(json.dumps(config.to_dict(), default=str))
+  assert new["model"]["name"] == "mlp"
+  new["model"].update(input_frequencies=0, input_max_frequency=1.0)  # the MLP's defaults
+  old = copy.deepcopy(new)
+  del old["model"]["input_frequencies"], old["model"]["input_max_frequency"]
+  assert config_diff(old, new) == []
+  changed = copy.deepcopy(new)
+  changed["model"]["input_frequencies"] = 5
+  assert config_diff(old, changed) == ["model.input_frequencies"]
+  old_train = copy.deepcopy(new)
+  del old_train["train"]["ema_decay"]  # not a component field: no default to fall back on
+  assert config_diff(old_train, new) == ["train.ema_decay"]
+  assert config_diff(new, old) == ["model.input_frequencies", "model.input_max_frequency"]
 
 
 def test_overwrite_discards_the_old_runs_outputs(tmp_path):

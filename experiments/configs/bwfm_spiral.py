@@ -31,8 +31,13 @@ connections start at the second layer and its LayerNorm precedes the
 activation (`flowzoo/models/mlp.py`). WFM Table 2 (BW-FM (R) / (E) /
 Frobenius): Spiral-16 2.98e-4 / 4.00e-4 / 1.03e-3; Spirals-128 1.28e-3 /
 1.70e-3 / 2.69e-3; Two Moons 1.84e-4 / 8.96e-4 / 1.30e-3; Sphere 6.65e-4 /
-2.14e-3 / 2.25e-3. The full 100,000 steps are not run yet (about a day per
-geometry on this CPU):
+2.14e-3 / 2.25e-3. The full 100,000 steps are not run: the true preset trains
+at 5-7 steps/s here (4 h per run, 36 h for Table 2's three columns x 3
+seeds per family). Its first 4000 steps (seed 0, spiral16, 17 min per run
+with the cores shared; results/bwfm_spiral.md, `--config.train.steps=4000`):
+R / E / Frobenius 0.1342 / 0.1526 / 0.1707, so only R beats the barycentre
+baseline (0.1379) and E and Frobenius move covariances worse than the
+unmoved source (bw_min_w2_cov 0.0227 / 0.0402 vs 0.0079). The full run:
 
     python -m experiments.sweep --config=bwfm_spiral.py:spiral16,paper --sweep=geometry \
         --seeds=0,1,2 --split=train --workdir=DIR

@@ -68,14 +68,15 @@ numbers quoted above (soft vs straight-through draws) were measured with an
 earlier runlocal (all 60 conditions, 3000 steps).
 
 Expected `:runlocal` (24 training conditions, 12,000 steps at batch 512 over
-8 populations, mode variance 1.0, the last checkpoint; seed 0; W1 / W2 /
-MMD / energy):
-  train 0.2314 / 0.2893 / 0.00183 / 0.009381;  heldout 0.7066 / 0.839 / 0.02465 / 0.08319.
-It took 161 s of wall time (212 s user + 8 s system) on 2026-12-01 while the
-2-core machine ran at half its measured speed (2048^3 matmul 93 vs 187
-GFLOP/s an hour earlier); this virtual machine's speed drifts, and at full
-speed the job takes under 2 minutes. In train_real_vs_generated.png S, H, L,
-T and A are recognisable, E is still a blur (results/mixflow_letters.md).
+8 populations, mode variance 1.0, cfm_letters' runlocal network (Fourier
+features of x_t) and lr 6e-3, the last checkpoint; seed 0; W1 / W2 / MMD /
+energy):
+  train 0.2223 / 0.2818 / 0.001725 / 0.009089;  heldout 0.6425 / 0.776 / 0.0217 / 0.06839.
+Alone on the 2 cores it took 2 min 43 s of wall time (215 s user + 8 s
+system, 2026-12-01) while the machine ran at 45 % of its peak matmul speed
+(2048^3: 85 vs 187 GFLOP/s; this virtual machine's speed drifts). In
+train_real_vs_generated.png every training letter, E included, is
+recognisable (results/mixflow_letters.md).
 The trivial baselines on the same held-out rotations (flowzoo/letters_eval.py):
 nearest training rotation 0.7409 / 0.8831 / 0.02717 / 0.09265, pooled training
 rotations of S 0.5509 / 0.6691 / 0.01511 / 0.04748, which beats the runlocal flow
@@ -104,8 +105,8 @@ conditions). At `:paper_runlocal` (runlocal's data, batch and 12,000 steps;
      CFM baseline 0.591 +- 0.021;  H: 1.602 +- 0.057, 0.876 +- 0.026, 0.703 +- 0.017
   (`python -m experiments.sweep --config=mixflow_letters.py:paper_runlocal
   --sweep=paper_baseline --seeds=0,1,2 --workdir=DIR`), against the defaults
-  at `:runlocal` (`--sweep=letters`): MixFlow S 0.702 +- 0.054, H 0.849 +-
-  0.007; CFM twin S 0.666 +- 0.028, H 0.851 +- 0.004. At this length the
+  at `:runlocal` (`--sweep=letters`): MixFlow S 0.663 +- 0.033, H 0.857 +-
+  0.017; CFM twin S 0.654 +- 0.037, H 0.845 +- 0.011. At this length the
   paper's recipe (sigma^2 0.01, soft draws, no dropout) is the worst arm on
   both letters, and the reference's frozen-encoder CFM baseline is not
   weaker than flowzoo's twin but the best learned arm: with its condition
@@ -151,9 +152,12 @@ def get_config(arg: str | None = None):
     # a whole letter, and in 8000 steps that drew streaks, not letters. Train
     # W1 (seed 0), batch 256 over 4 populations: variance 0.25 0.2562 and 1.0
     # 0.2513 at 8000 steps; 1.0 at 12,000 steps 0.2415, 16,000 0.2351; batch
-    # 512 at 12,000 steps 0.2314 (this). Not better for the time: hidden 256
-    # (0.2434 at 8000 steps, 1.25x the time), Adam b1 0.9 (0.2541). E stays a
-    # blur in all of them. The full config keeps 0.01 (not re-tuned, above).
+    # 512 at 12,000 steps 0.2314. Not better for the time: hidden 256
+    # (0.2434 at 8000 steps, 1.25x the time), Adam b1 0.9 (0.2541). E stayed a
+    # blur in all of them, and with skewed t (0.2341), base dropout on base
+    # steps only (0.2319) or FiLM conditioning (0.2297); cfm_letters' Fourier
+    # features of x_t and lr 6e-3 (inherited) draw it: 0.2223 (this). The full
+    # config keeps 0.01 (not re-tuned, above).
     c.base.variance = 1.0
     c.train.steps = 12_000
   if paper:
