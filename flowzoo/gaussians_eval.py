@@ -34,7 +34,7 @@ from flowzoo.geometry import bures
 DATASETS = ("gaussian_spiral", "gaussian_moons", "gaussian_sphere", "pbmc_metacells",
             "seqfish_niches")
 KINDS = {
-    "source": "the run's Wishart source Gaussians, not moved (a zero velocity field)",
+    "source": "the run's source Gaussians (its base, e.g. Wishart), not moved (zero velocity)",
     "barycenter": "one Gaussian per condition: the W2 barycentre of its real Gaussians",
 }
 
