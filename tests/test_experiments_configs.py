@@ -94,6 +94,7 @@ PAPER_TWINS = {
     "bwfm_spiral.py": ("paper", "paper,runlocal"),
     "bwfm_pbmc.py": ("paper", "paper,runlocal"),
     "wfm_digits.py": ("paper", "paper_runlocal"),
+    "mixflow_perturbench.py": ("paper", "paper_runlocal"),
 }
 
 

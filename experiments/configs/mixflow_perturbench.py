@@ -11,9 +11,25 @@ W1, W2, MMD and energy distance: `eval.metrics`; every run adds PerturBench's
 metrics and prints them beside the control, training-mean and additive /
 cross-cell-line baselines (`flowzoo/perturbation_eval.py`).
 
-Variants "[pca][_covariate][_runlocal]": the combination task (default) or
-covariate transfer, gene space or the 50-component training PCA, and a CPU
-size (MLP 256 x 3, 1,500 steps, 100 cells per held-out condition).
+Variants "[pca][_covariate][_paper][_runlocal]": the combination task
+(default) or covariate transfer, gene space or the 50-component training PCA,
+the paper's recipe, and a CPU size (MLP 256 x 3, 1,500 steps, 100 cells per
+held-out condition).
+
+`paper` is the reference trainer's recipe, which is the reference code's
+perturbation trainer (Lotfollahi-lab/MixFlow; `mixflow_bbbc021.paper_sections`):
+sigma^2 = 0.01, soft Gumbel-softmax draws, no dropout in h_Theta, h_p, no EMA,
+constant learning rates (base lr 1e-3), no clipping, and a base step at every
+multiple of k = 10. The velocity network and the data stay this config's:
+the reference's network for §5.2 is an MLP, and Norman, Combo-SciPlex and the
+other datasets of MixFlow Table 3 are not shipped. So only the ordering
+compares with Table 3 (Norman, mean +- std over 4 splits, MMD / W1 / W2 /
+ED): MixFlow 0.192 / 30.08 / 456.3 / 15.9, CFM 0.199 / 30.45 / 467.8 / 16.2.
+
+    python -m experiments.sweep --config=mixflow_perturbench.py:paper --sweep=baseline \
+        --seeds=0,1,2 --workdir=DIR
+
+Not run yet; `paper_runlocal` is its CPU twin.
 
     python -m experiments.run --config=mixflow_perturbench.py:runlocal --workdir=/tmp/mixflow_pb
     python -m experiments.sweep --config=mixflow_perturbench.py:runlocal --sweep=baseline \
@@ -23,17 +39,22 @@ Expected metrics: results/perturbench.md (`primeflow_perturbench.py`'s "methods"
 sweep runs this config's runlocal variant as its "mixflow" point, 3 seeds).
 """
 
-from experiments.configs import common, primeflow_perturbench
+from experiments.configs import common, mixflow_bbbc021, primeflow_perturbench
 
-VALID = ("pca", "covariate", "runlocal")
+VALID = ("pca", "covariate", "paper", "runlocal")
 
 
 def parse_variant(arg: str | None) -> tuple[bool, str, bool]:
-  """`(pca, task, runlocal)` from "[pca][_covariate][_runlocal]"."""
+  """`(pca, task, runlocal)` from "[pca][_covariate][_paper][_runlocal]" ("paper": `has_paper`)."""
   tokens = [t for t in (arg or "").split("_") if t]
   if any(t not in VALID for t in tokens) or len(set(tokens)) != len(tokens):
     raise ValueError(f"unknown variant {arg!r}: use tokens from {VALID} joined by '_'.")
   return "pca" in tokens, "covariate" if "covariate" in tokens else "combo", "runlocal" in tokens
+
+
+def has_paper(arg: str | None) -> bool:
+  """The variant asks for the reference trainer's recipe (`paper` token)."""
+  return "paper" in (arg or "").split("_")
 
 
 def get_config(arg: str | None = None):
@@ -62,6 +83,8 @@ def get_config(arg: str | None = None):
                    ema_decay=0.99)
     c.eval.update(splits=("heldout",), max_samples=100, samples_per_condition=100,
                   chunk=100 * len(primeflow_perturbench.TASKS[task]["heldout"]))
+  if has_paper(arg):
+    mixflow_bbbc021.paper_sections(c)
   return common.finalize(c)
 
 
