@@ -86,24 +86,26 @@ def add_baselines(config, split: str, results: dict, seeds: Sequence[int]) -> di
   if not pops.has_split(split):
     return empty
   ids = pops.split_ids(split)
-  structured = dict(bures.METRICS)
-  for s in seeds:
-    counts = [config.eval.samples_per_condition or len(pops.samples[k]) for k in ids]
-    preds = {"source": np.split(source_draws(config, pops, sum(counts), s), np.cumsum(counts)[:-1]),
-             "barycenter": [np.repeat(barycenter(pops.samples[k])[None], c, 0)
-                            for k, c in zip(ids, counts)]}
-    for kind, fakes in preds.items():
-      rng = np.random.default_rng(s)
-      per = {m: {} for m in metrics}
-      for k, fake in zip(ids, fakes):
-        real = pops.samples[k]
-        vals = evaluate.score_condition(evaluate.subsample(fake, config.eval.max_samples, rng),
-                                        evaluate.subsample(real, config.eval.max_samples, rng),
-                                        metrics, structured)
-        for m in metrics:
-          per[m][pops.names[k]] = vals[m]
-      results[kind, s] = {m: {split: {"mean": float(np.mean(list(per[m].values()))),
-                                      "per_condition": per[m]}} for m in metrics}
+  counts = [config.eval.samples_per_condition or len(pops.samples[k]) for k in ids]
+
+  def scored(fakes, seed):
+    rng = np.random.default_rng(seed)
+    per = {m: {} for m in metrics}
+    for k, fake in zip(ids, fakes):
+      vals = evaluate.score_condition(evaluate.subsample(fake, config.eval.max_samples, rng),
+                                      evaluate.subsample(pops.samples[k], config.eval.max_samples,
+                                                         rng),
+                                      metrics, bures.METRICS)
+      for m in metrics:
+        per[m][pops.names[k]] = vals[m]
+    return {m: {split: {"mean": float(np.mean(list(per[m].values()))), "per_condition": per[m]}}
+            for m in metrics}
+
+  centres = [np.repeat(barycenter(pops.samples[k])[None], c, 0) for k, c in zip(ids, counts)]
+  for s in seeds:  # (each seed subsamples the real Gaussians afresh, as a run's evaluation)
+    draws = source_draws(config, pops, sum(counts), s)
+    results["source", s] = scored(np.split(draws, np.cumsum(counts)[:-1]), s)
+    results["barycenter", s] = scored(centres, s)
   return {"names": list(KINDS), "metrics": metrics, "higher": [], "descriptions": dict(KINDS),
           "notes": ["Baselines learn nothing. The dataset itself scores 0 on bw_min_w2 "
                     "(Table 2's metric is one-sided), so 0 is its floor, not a baseline."]}

@@ -81,8 +81,6 @@ def paper_sections(c) -> None:
   c.optim.update(lr=1e-3, b1=0.0, b2=0.99, schedule="constant", grad_clip=0.0)
   c.optim_overrides.base = dict(lr=1e-3, b1=0.9, b2=0.999)
   c.train.ema_decay = 0.0
-  if "input_frequencies" in c.model:  # the reference MLP sees x_t raw (letters runlocal adds features)
-    c.model.input_frequencies = 0
 
 
 def get_config(arg: str | None = None):

@@ -163,6 +163,7 @@ def get_config(arg: str | None = None):
   if paper:
     with c.unlocked():
       mixflow_bbbc021.paper_sections(c)
+      c.model.input_frequencies = 0  # the reference MLP sees x_t raw (cfm_letters' runlocal adds features)
   return common.finalize(c)
 
 

@@ -44,21 +44,17 @@ from experiments.configs import common, mixflow_bbbc021, primeflow_perturbench
 VALID = ("pca", "covariate", "paper", "runlocal")
 
 
-def parse_variant(arg: str | None) -> tuple[bool, str, bool]:
-  """`(pca, task, runlocal)` from "[pca][_covariate][_paper][_runlocal]" ("paper": `has_paper`)."""
+def parse_variant(arg: str | None) -> tuple[bool, str, bool, bool]:
+  """`(pca, task, paper, runlocal)` from "[pca][_covariate][_paper][_runlocal]"."""
   tokens = [t for t in (arg or "").split("_") if t]
   if any(t not in VALID for t in tokens) or len(set(tokens)) != len(tokens):
     raise ValueError(f"unknown variant {arg!r}: use tokens from {VALID} joined by '_'.")
-  return "pca" in tokens, "covariate" if "covariate" in tokens else "combo", "runlocal" in tokens
-
-
-def has_paper(arg: str | None) -> bool:
-  """The variant asks for the reference trainer's recipe (`paper` token)."""
-  return "paper" in (arg or "").split("_")
+  return ("pca" in tokens, "covariate" if "covariate" in tokens else "combo", "paper" in tokens,
+          "runlocal" in tokens)
 
 
 def get_config(arg: str | None = None):
-  pca, task, runlocal = parse_variant(arg)
+  pca, task, paper, runlocal = parse_variant(arg)
   c = common.base_config()
   c.dataset = primeflow_perturbench.dataset(
       task, primeflow_perturbench.PCA_COMPONENTS if pca else 0)
@@ -83,7 +79,7 @@ def get_config(arg: str | None = None):
                    ema_decay=0.99)
     c.eval.update(splits=("heldout",), max_samples=100, samples_per_condition=100,
                   chunk=100 * len(primeflow_perturbench.TASKS[task]["heldout"]))
-  if has_paper(arg):
+  if paper:
     mixflow_bbbc021.paper_sections(c)
   return common.finalize(c)
 
