@@ -18,10 +18,12 @@ MixFlow Table 1's CFM row (W2): S 0.567, H 0.678.
 
 Expected `:runlocal` (24 training conditions, 16,000 steps, Fourier features
 of x_t, the last checkpoint; seed 0; W1 / W2 / MMD / energy):
-  train 0.2406 / 0.3041 / 0.002112 / 0.01111;  heldout 0.7113 / 0.854 / 0.02648 / 0.08582.
-It took 136 s of CPU time (131 s user + 5 s system; 5 min wall time with
-three other jobs on the 2 cores, 2026-12-01). The training letters, E
-included, are recognisable in train_real_vs_generated.png (without the
+  train 0.2402 / 0.3036 / 0.0021 / 0.01106;  heldout 0.7104 / 0.8529 / 0.02642 / 0.08552.
+It took 36 s of wall time (45 s user) alone on the 2 cores (2026-12-02, a
+2048³ matmul at 361 GFLOP/s); a run on 2026-12-01 gave W1 0.2406 / 0.7113:
+repeated on one machine, idle or loaded, a run is bit-identical, but this
+virtual machine's host CPU changes, and XLA's code with it. The training
+letters, E included, are recognisable in train_real_vs_generated.png (without the
 Fourier features, at lr 3e-3: train W1 0.2503, held-out 0.679, E barely);
 the held-out S rotations, 45° from any trained one, are not: 4 training
 rotations are too few to interpolate.

@@ -72,9 +72,9 @@ Expected `:runlocal` (24 training conditions, 12,000 steps at batch 512 over
 features of x_t) and lr 6e-3, the last checkpoint; seed 0; W1 / W2 / MMD /
 energy):
   train 0.2223 / 0.2818 / 0.001725 / 0.009089;  heldout 0.6425 / 0.776 / 0.0217 / 0.06839.
-Alone on the 2 cores it took 2 min 43 s of wall time (215 s user + 8 s
-system, 2026-12-01) while the machine ran at 45 % of its peak matmul speed
-(2048^3: 85 vs 187 GFLOP/s; this virtual machine's speed drifts). In
+It took 54 s of wall time (68 s user) alone on the 2 cores (2026-12-02, a
+2048^3 matmul at 361 GFLOP/s); in a slow phase of this virtual machine (85
+GFLOP/s, 2026-12-01) 2 min 43 s. In
 train_real_vs_generated.png every training letter, E included, is
 recognisable (results/mixflow_letters.md).
 The trivial baselines on the same held-out rotations (flowzoo/letters_eval.py):
