@@ -33,6 +33,19 @@ coupling's time goes (n = 256, dim 16, scratch timings): warm-start duals
 0.6-0.7 ms, scipy on the reduced cost 0.9-1.1 ms (8.7 ms cold), the host
 callback's round trip 0.3-0.6 ms with nothing to do, the rest moving the
 blocks and assembling the pairs.
+
+Re-measured 2026-12-02 (`python benchmarks/mixflow_step.py`, idle, a 2048^3
+matmul at 361 GFLOP/s, the fastest this machine has run): cfm / independent
+1.27 ms, cfm / exact 3.33 ms (2.62x: the target fails), Hungarian 5.43 ms
+(4.28x), old coupling 12.6 ms (9.89x), mixflow / exact 3.92 ms (1.18x its
+twin). The faster the network step, the larger the ratio: the coupling's
+~2 ms (scipy 0.5 ms alone, about 1 ms inside the step; warm-start duals
+0.3 ms; the callback and cost 0.4 ms) does not speed up with the matmuls.
+Tried the same day without gain: fewer or more warm-start iterations or
+levels (the duals' time barely depends on them), centring both clouds
+(scipy's time does not grow with the shift), XLA flags
+(`--xla_cpu_multi_thread_eigen=false`, the thunk runtime off), and a
+preallocated host buffer for the reduced cost (slower).
 """
 
 from __future__ import annotations
