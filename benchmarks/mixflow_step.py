@@ -39,13 +39,18 @@ matmul at 361 GFLOP/s, the fastest this machine has run): cfm / independent
 1.27 ms, cfm / exact 3.33 ms (2.62x: the target fails), Hungarian 5.43 ms
 (4.28x), old coupling 12.6 ms (9.89x), mixflow / exact 3.92 ms (1.18x its
 twin). The faster the network step, the larger the ratio: the coupling's
-~2 ms (scipy 0.5 ms alone, about 1 ms inside the step; warm-start duals
-0.3 ms; the callback and cost 0.4 ms) does not speed up with the matmuls.
-Tried the same day without gain: fewer or more warm-start iterations or
-levels (the duals' time barely depends on them), centring both clouds
-(scipy's time does not grow with the shift), XLA flags
-(`--xla_cpu_multi_thread_eigen=false`, the thunk runtime off), and a
-preallocated host buffer for the reduced cost (slower).
+cost does not speed up with the matmuls. Per coupling of 256 rows (dim 16, a
+fresh problem each time): scipy on the warm-started cost 0.44-0.65 ms (0.35
+ms when one problem is solved repeatedly, cache-hot: earlier breakdowns that
+timed a repeated problem read too low), warm-start duals and cost blocks
+0.55 ms, the callback 0.1-0.4 ms. Tried the same day without gain: fewer or
+more warm-start iterations or levels (the duals' time barely depends on
+them; fewer make scipy slower), centring both clouds (scipy's time does not
+grow with the shift), XLA flags (`--xla_cpu_multi_thread_eigen=false`, the
+thunk runtime off), Python's switch interval, one host callback for the
+couplings of 100 steps at once (vmapped duals, scipy in one loop: 1.82 ms
+per coupling vs 1.56 ms one per step, so batching the round trips saves
+nothing), and a preallocated host buffer for the reduced cost (slower).
 """
 
 from __future__ import annotations
