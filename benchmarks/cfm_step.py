@@ -28,6 +28,15 @@ On 2026-12-01 (03:15), when the same machine ran at full speed (peak
 bound and 85 % of its matmuls-alone bound (171.7 steps/s); PyTorch eager
 117.4, torch.compile 120.9 (flowzoo 1.25x, 1.21x).
 
+On 2026-12-02 (idle, the fastest phase yet: peak 330 GFLOP/s) the default
+run printed 255.5 steps/s, 71 % of the peak bound and 80 % of the
+matmuls-alone bound; PyTorch eager 107.1, torch.compile 124.6 (flowzoo
+2.38x, 2.05x: PyTorch did not speed up with the machine). Tries, flowzoo
+only (`--torch_steps 0`), each one run: XLA_FLAGS=--xla_cpu_use_xnnpack=true
+263.9; --xla_cpu_use_thunk_runtime=false 239.0 (slower today);
+--steps_per_dispatch 500 268.4-271.0 (62-63 % of a peak measured at 390-430
+GFLOP/s in those runs: the peak itself moves by +-15 % within minutes).
+
 None reaches 85 % of the 2048^3 peak. What bounds it is the size of the
 step's matrices: this step's matmuls alone (the last line printed, no
 element-wise work at all) run at 96 steps/s, so flowzoo's whole step
@@ -176,18 +185,25 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--steps", type=int, default=2000)
   p.add_argument("--steps_per_dispatch", type=int, default=100)
-  p.add_argument("--torch_steps", type=int, default=500)
+  p.add_argument("--torch_steps", type=int, default=500, help="0: time flowzoo only")
   p.add_argument("--flat_optimizer", action="store_true",
                  help="a try: optax.flatten(adam), one parameter vector for the update")
   p.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=True,
                  help="also time the PyTorch step under torch.compile (needs a C++ compiler)")
   a = p.parse_args()
+  for name in ("steps", "steps_per_dispatch"):
+    if getattr(a, name) < 1:
+      p.error(f"--{name} must be >= 1, got {getattr(a, name)}")
+  if a.steps < a.steps_per_dispatch:
+    p.error(f"--steps ({a.steps}) must be >= --steps_per_dispatch ({a.steps_per_dispatch})")
+  if a.torch_steps < 0:
+    p.error(f"--torch_steps must be >= 0 (0: flowzoo only), got {a.torch_steps}")
   fz, in_dim = bench_flowzoo(a.steps, a.steps_per_dispatch, a.flat_optimizer)
   flops = matmul_flops_per_step(in_dim)
   print(f"flowzoo  CFM step (B={BATCH}, D={DIM}, MLP {DEPTH}x{WIDTH}, Adam, "
         f"{a.steps_per_dispatch} steps/dispatch): {fz:8.1f} steps/s  "
         f"{fz * flops / 1e9:6.1f} GFLOP/s")
-  th = bench_torch(a.torch_steps)
+  th = bench_torch(a.torch_steps) if a.torch_steps else None
   if th is not None:
     print(f"pytorch  same step, eager:                                   {th:8.1f} steps/s  "
           f"{th * flops / 1e9:6.1f} GFLOP/s")
