@@ -109,6 +109,12 @@ def main():
   p.add_argument("--repeats", type=int, default=3, help="best of N timings per variant")
   p.add_argument("--populations_per_batch", type=int, default=1)
   a = p.parse_args()
+  if min(a.steps_per_dispatch, a.repeats, a.modes, a.populations_per_batch) < 1:
+    p.error("--steps_per_dispatch, --repeats, --modes and --populations_per_batch must be >= 1")
+  if a.steps < a.steps_per_dispatch:
+    p.error(f"--steps ({a.steps}) must be >= --steps_per_dispatch ({a.steps_per_dispatch})")
+  if BATCH % a.populations_per_batch:
+    p.error(f"--populations_per_batch must divide the batch of {BATCH}, got {a.populations_per_batch}")
   ppb = a.populations_per_batch
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {BATCH}, dim {DIM}, "
         f"MLP {DEPTH}x{WIDTH}, {ppb} population(s) per batch, {a.steps} steps, "
