@@ -26,6 +26,7 @@ This module is also the `crops` family of `flowzoo.domain_eval`.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -111,6 +112,11 @@ class Reference:
         np.array([n for n, c in self.train_cells.items() for _ in range(len(c))]
                  + [CONTROL_LABEL] * len(train_controls)))
 
+  @functools.cached_property
+  def classifier(self):
+    """The condition classifier of the accuracy metric, fitted once on `classifier_data`."""
+    return _metrics_images().condition_classifier(*self.classifier_data)
+
   def featurise(self, crops: np.ndarray) -> np.ndarray:
     return _metrics_images().compute_features(crops, self.features)
 
@@ -149,15 +155,9 @@ def score(reference: Reference, generated: dict[str, np.ndarray],
          "kid_o": {"mean": m["kid_o"], "per_condition": {}},
          "kid_c": {"mean": m["kid_c"], "per_condition": m["kid_per_condition"]}}
   if "accuracy" in metric_names:
-    train_x, train_y = reference.classifier_data
-    real_x = np.concatenate([reference.real_feats[n] for n in reference.names])
-    real_y = np.array([n for n in reference.names for _ in range(len(reference.real_feats[n]))])
-    per = {}
-    for n in reference.names:
-      acc = mi.condition_accuracy(train_x, train_y, gen_feats[n],
-                                              np.full(len(gen_feats[n]), n),
-                                              real_feats=real_x, real_labels=real_y)
-      per[n] = acc["accuracy"]
+    per = {n: mi.classifier_scores(reference.classifier, gen_feats[n],
+                                   np.full(len(gen_feats[n]), n))["accuracy"]
+           for n in reference.names}
     out["accuracy"] = {"mean": float(np.mean(list(per.values()))), "per_condition": per}
   return {k: {split: v} for k, v in out.items() if k in metric_names}
 

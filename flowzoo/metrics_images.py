@@ -278,18 +278,63 @@ def image_metrics(real_by_condition: Mapping[str, np.ndarray],
   return feature_metrics(feats["real"], feats["generated"], **kwargs)
 
 
+def condition_classifier(train_feats, train_labels):
+  """The classifier of `condition_accuracy`, fitted once (score many sets with it).
+
+  A multinomial logistic regression on features standardised with the
+  training crops (sklearn, lbfgs, C = 1): linear and deterministic, with one
+  learned weight per feature, so the few informative features (e.g. nucleus
+  area under a drug that shrinks nuclei) are not drowned by dozens of
+  uninformative ones as in kNN or nearest-centroid distances, which weigh
+  every standardised feature equally. (With only 3-9 wells per compound,
+  `metrics_profiles.moa_classifier` uses nearest centroids instead; here
+  there are hundreds of crops per class.)
+
+  Args:
+    train_feats: `[n, F]` features of REAL training crops; train_labels `[n]`
+      (MoA or condition), at least 2 classes.
+  Returns:
+    the fitted sklearn pipeline (`classes_` are the training labels).
+  Raises:
+    ValueError: bad shapes or fewer than 2 training classes.
+  """
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  from sklearn.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+  x, y = _labelled(train_feats, train_labels, "train")
+  classes = np.unique(y)
+  if len(classes) < 2:
+    raise ValueError(f"the classifier needs at least 2 training classes, got {classes}.")
+  clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+  return clf.fit(x, y)
+
+
+def classifier_scores(classifier, feats, labels, name: str = "generated") -> dict:
+  """{"accuracy", "macro_f1"} of a `condition_classifier` on `[g, F]` feats with labels `[g]`.
+
+  Raises:
+    ValueError: bad shapes, a feature count other than the classifier's, or
+      a label the classifier never saw (it could not be predicted).
+  """
+  from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
+  x, y = _labelled(feats, labels, name)
+  expected = classifier[0].n_features_in_
+  if x.shape[1] != expected:
+    raise ValueError(f"feature dimensions differ: {name}_feats has {x.shape[1]}, the "
+                     f"classifier was trained on {expected}.")
+  unseen = sorted(set(y.tolist()) - set(classifier.classes_.tolist()))
+  if unseen:
+    raise ValueError(f"{name}_labels has classes absent from training: {unseen}.")
+  pred = classifier.predict(x)
+  return {"accuracy": float(np.mean(pred == y)),
+          "macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro"))}
+
+
 def condition_accuracy(train_feats, train_labels, generated_feats, generated_labels, *,
                        real_feats, real_labels) -> dict:
   """Accuracy of a classifier of real crops on generated crops (CellFlux's MoA accuracy).
 
-  The classifier is a multinomial logistic regression on features
-  standardised with the training crops (sklearn, lbfgs, C = 1): linear and
-  deterministic, with one learned weight per feature, so the few informative
-  features (e.g. nucleus area under a drug that shrinks nuclei) are not
-  drowned by dozens of uninformative ones as in kNN or nearest-centroid
-  distances, which weigh every standardised feature equally. (With only 3-9
-  wells per compound, `metrics_profiles.moa_classifier` uses nearest
-  centroids instead; here there are hundreds of crops per class.)
+  The classifier is `condition_classifier`'s.
 
   Args:
     train_feats: `[n, F]` features of REAL training crops; train_labels `[n]`
@@ -306,36 +351,20 @@ def condition_accuracy(train_feats, train_labels, generated_feats, generated_lab
     ValueError: bad shapes, fewer than 2 training classes, or an evaluation
       label the classifier never saw (it could not be predicted).
   """
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
-  from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
-  from sklearn.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
-  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
-  sets = {}
-  for name, x, y in (("train", train_feats, train_labels),
-                     ("generated", generated_feats, generated_labels),
-                     ("real", real_feats, real_labels)):
-    x, y = _feats(x, f"{name}_feats"), np.asarray(y)
-    if y.shape != (len(x),):
-      raise ValueError(f"{name}_labels must have shape ({len(x)},) to match {name}_feats "
-                       f"{x.shape}, got {y.shape}.")
-    sets[name] = (x, y)
-  dims = {k: v[0].shape[1] for k, v in sets.items()}
-  if len(set(dims.values())) > 1:
-    raise ValueError(f"feature dimensions differ: {dims}.")
-  classes = np.unique(sets["train"][1])
-  if len(classes) < 2:
-    raise ValueError(f"the classifier needs at least 2 training classes, got {classes}.")
-  for name in ("generated", "real"):
-    unseen = sorted(set(sets[name][1].tolist()) - set(classes.tolist()))
-    if unseen:
-      raise ValueError(f"{name}_labels has classes absent from training: {unseen}.")
-  clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-  clf.fit(*sets["train"])
-  out = {}
-  for prefix, name in (("", "generated"), ("real_", "real")):
-    x, y = sets[name]
-    pred = clf.predict(x)
-    out[f"{prefix}accuracy"] = float(np.mean(pred == y))
-    out[f"{prefix}macro_f1"] = float(f1_score(y, pred, labels=np.unique(y), average="macro"))
-  out["num_classes"] = len(classes)
+  # Check both evaluation sets before fitting: bad input fails fast.
+  _labelled(generated_feats, generated_labels, "generated")
+  _labelled(real_feats, real_labels, "real")
+  clf = condition_classifier(train_feats, train_labels)
+  out = classifier_scores(clf, generated_feats, generated_labels, "generated")
+  real = classifier_scores(clf, real_feats, real_labels, "real")
+  out.update({f"real_{k}": v for k, v in real.items()})
+  out["num_classes"] = len(clf.classes_)
   return out
+
+
+def _labelled(feats, labels, name: str) -> tuple[np.ndarray, np.ndarray]:
+  x, y = _feats(feats, f"{name}_feats"), np.asarray(labels)
+  if y.shape != (len(x),):
+    raise ValueError(f"{name}_labels must have shape ({len(x)},) to match {name}_feats "
+                     f"{x.shape}, got {y.shape}.")
+  return x, y

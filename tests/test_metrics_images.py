@@ -248,6 +248,21 @@ def test_condition_accuracy_is_chance_for_identical_populations():
   assert 0.35 < out["accuracy"] < 0.65  # 200 crops: chance 0.5 +- 3 sd
 
 
+def test_one_fitted_classifier_scores_each_condition_as_a_fresh_fit_would():
+  (tx, ty), (gx, gy), (rx, ry) = _populations(shift=1.0)
+  clf = mi.condition_classifier(tx, ty)
+  for name in ("ctrl", "drug"):  # per condition, as flowzoo.image_eval.score uses it
+    rows = gy == name
+    once = mi.classifier_scores(clf, gx[rows], gy[rows])
+    fresh = mi.condition_accuracy(tx, ty, gx[rows], gy[rows], real_feats=rx, real_labels=ry)
+    assert once["accuracy"] == fresh["accuracy"]
+    assert 0.5 < once["accuracy"] < 1.0  # shift 1: better than chance, not separable
+  with pytest.raises(ValueError, match="classifier was trained on 4"):
+    mi.classifier_scores(clf, gx[:, :3], gy)
+  with pytest.raises(ValueError, match="absent from training: \\['x'\\]"):
+    mi.classifier_scores(clf, gx[:2], np.array(["x", "ctrl"]))
+
+
 def test_condition_accuracy_bad_input():
   (tx, ty), (gx, gy), (rx, ry) = _populations(shift=1.0)
   with pytest.raises(ValueError, match="absent from training: \\['other'\\]"):
