@@ -19,6 +19,18 @@ in-JAX Hungarian. Defaults are the main job's layout
 
     python benchmarks/mixflow_step.py [--steps 1000] [--coupling exact] [--modes 10]
         [--populations_per_batch 1]
+    python benchmarks/mixflow_step.py --main_job [--steps 1000 --steps_per_dispatch 200]
+
+`--main_job` times the main job's own config instead (real wells: 189
+features, 173-d descriptors, so the GMM's h_Theta is as large as the velocity
+MLP), with and without MixFlow's `active_group_grads`. Two runs, 2026-12-02
+(the first a scratch script timing the same arms at 2000 steps, 500 per
+dispatch; the second `--main_job --steps 1000 --steps_per_dispatch 200`; the
+machine drifting between them): cfm / independent 1.81 / 2.02 ms, cfm /
+exact 4.65 / 5.63 ms (2.57x / 2.79x), mixflow / exact 8.85 / 9.22 ms, with
+active_group_grads 6.98 / 8.79 ms; mixflow / independent 4.66 / 4.52 ms, with
+active_group_grads 3.29 / 3.56 ms. So on the real data MixFlow costs 1.6-1.9x
+its twin, not the 1.2x of the synthetic layout below.
 
 Measured on the idle 2-core CPU (2026-12-01, `--steps 600 --repeats 3`, one
 run, the machine in a steady phase): cfm / independent 2.31 ms; cfm / exact
@@ -100,6 +112,54 @@ def steps_per_second(base, coupling: str, steps: int, spd: int, ppb: int = 1,
   return (steps // spd) * spd / (time.perf_counter() - t0)
 
 
+# --main_job: the main job's own config (real wells: 189 features, 173-d
+# descriptors; experiments/configs/mixflow_bbbc021.py) with these overrides.
+MAIN_JOB_ARMS = {
+    "cfm / independent": "base.name=gaussian;coupling.name=independent",
+    "cfm / exact (the main job's twin)": "base.name=gaussian",
+    "mixflow / independent": "coupling.name=independent",
+    "mixflow / independent, active_group_grads":
+        "coupling.name=independent;method.active_group_grads=True",
+    "mixflow / exact (the main job)": "",
+    "mixflow / exact, active_group_grads": "method.active_group_grads=True",
+}
+
+
+def main_job_steps_per_second(overrides: str, steps: int, spd: int) -> float:
+  """Train steps/s of the main job's config with `overrides`, after its first dispatch."""
+  from experiments.configs import mixflow_bbbc021  # pylint: disable=import-outside-toplevel
+  from flowzoo import config as config_lib  # pylint: disable=import-outside-toplevel
+  from flowzoo.experiment import setup  # pylint: disable=import-outside-toplevel
+  config = config_lib.apply_overrides(mixflow_bbbc021.get_config(),
+                                      config_lib.parse_overrides(overrides))
+  exp = setup(config, quiet_unused=True)
+  state, key = exp.init(), jax.random.key(1)
+  state, _ = exp.trainer.run(state, exp.packed, exp.train_ids, key, spd)  # compile
+  t0 = time.perf_counter()
+  for _ in range(steps // spd):
+    state, _ = exp.trainer.run(state, exp.packed, exp.train_ids, key, spd)
+  return (steps // spd) * spd / (time.perf_counter() - t0)
+
+
+def main_job(a) -> None:
+  """`--main_job`: the arms of MAIN_JOB_ARMS, best of `--repeats`, interleaved."""
+  print(f"main job (mixflow_bbbc021.py, real wells), {a.steps} steps after the first "
+        f"{a.steps_per_dispatch}, {a.steps_per_dispatch} per dispatch")
+  rates = {name: 0.0 for name in MAIN_JOB_ARMS}
+  for rep in range(a.repeats):
+    for name, overrides in MAIN_JOB_ARMS.items():
+      r = main_job_steps_per_second(overrides, a.steps, a.steps_per_dispatch)
+      rates[name] = max(rates[name], r)
+      print(f"[{rep + 1}/{a.repeats}] {name:<44} {1e3 / r:8.3f} ms/step", flush=True)
+  ms = {name: 1e3 / r for name, r in rates.items()}
+  for name, t in ms.items():
+    print(f"best: {name:<44} {t:8.3f} ms/step")
+  twin = ms["cfm / exact (the main job's twin)"]
+  print(f"cfm exact / cfm independent: {twin / ms['cfm / independent']:.2f}x (target <= 2x)")
+  for name in ("mixflow / exact (the main job)", "mixflow / exact, active_group_grads"):
+    print(f"{name} / its cfm twin: {ms[name] / twin:.2f}x")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--steps", type=int, default=1000)
@@ -108,6 +168,8 @@ def main():
   p.add_argument("--modes", type=int, default=10)
   p.add_argument("--repeats", type=int, default=3, help="best of N timings per variant")
   p.add_argument("--populations_per_batch", type=int, default=1)
+  p.add_argument("--main_job", action="store_true",
+                 help="time the main job's own config (real wells) instead; see MAIN_JOB_ARMS")
   a = p.parse_args()
   if min(a.steps_per_dispatch, a.repeats, a.modes, a.populations_per_batch) < 1:
     p.error("--steps_per_dispatch, --repeats, --modes and --populations_per_batch must be >= 1")
@@ -115,6 +177,8 @@ def main():
     p.error(f"--steps ({a.steps}) must be >= --steps_per_dispatch ({a.steps_per_dispatch})")
   if BATCH % a.populations_per_batch:
     p.error(f"--populations_per_batch must divide the batch of {BATCH}, got {a.populations_per_batch}")
+  if a.main_job:
+    return main_job(a)
   ppb = a.populations_per_batch
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {BATCH}, dim {DIM}, "
         f"MLP {DEPTH}x{WIDTH}, {ppb} population(s) per batch, {a.steps} steps, "

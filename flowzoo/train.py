@@ -210,10 +210,32 @@ class Trainer:
     return self._update(state, jax.lax.with_sharding_constraint(batch, self.batch_sharding),
                         l_rng)
 
+  def _grads(self, params, l_rng, batch, step, active):
+    """`((loss, metrics), grads)` of `method.loss`.
+
+    A method whose groups take turns (`exclusive_groups`: exactly one active
+    per step, MixFlow's planner) differentiates only the active group, in a
+    `lax.switch` branch: the other group's gradient is zero anyway (it does
+    not reach the loss that step), and its backward pass, which XLA would
+    still run, is then never traced (MixFlow's `active_group_grads`).
+    """
+    value_and_grad = jax.value_and_grad(self.method.loss, has_aux=True)
+    groups = self.method.groups
+    if len(groups) < 2 or not self.method.exclusive_groups:
+      return value_and_grad(params, l_rng, batch, step)
+
+    def only(group):
+      def branch(params):
+        out, grads = value_and_grad(params, l_rng, batch, step)
+        return out, {g: v if g == group else jax.tree.map(jnp.zeros_like, v)
+                     for g, v in grads.items()}
+      return branch
+    index = sum(i * active[g].astype(jnp.int32) for i, g in enumerate(groups))
+    return jax.lax.switch(index, [only(g) for g in groups], params)
+
   def _update(self, state, batch, l_rng):
-    (loss, metrics), grads = jax.value_and_grad(self.method.loss, has_aux=True)(
-        state.params, l_rng, batch, state.step)
     active = self.method.active(state.step)
+    (loss, metrics), grads = self._grads(state.params, l_rng, batch, state.step, active)
     params, opt_state = dict(state.params), dict(state.opt_state)
     for g in self.method.groups:
       updates, new_opt = self.optimizers[g].update(grads[g], state.opt_state[g], state.params[g])

@@ -23,7 +23,9 @@ Interface the trainer and evaluator use:
 * `loss(params, rng, batch, step) -> (loss, metrics)`.
 * `active(step) -> {group: bool}`: which groups the optimizer updates at
   `step` (MixFlow's planner alternates "velocity" and "base"). An inactive
-  group's parameters and optimizer state stay exactly unchanged.
+  group's parameters and optimizer state stay exactly unchanged. A method
+  whose groups take turns (exactly one active per step) sets
+  `exclusive_groups`: the trainer then differentiates the active group only.
 * `generate(params, rng, batch, ...)`: integrate from the base at t = 0 to
   t = 1 for the rows of `batch` (their `cond`; `x0` for empirical bases;
   `mask1` for point clouds).
@@ -106,6 +108,7 @@ class Method:
   state_space = "euclidean"       # what a sample is; bases must agree
   geometry = euclidean            # interpolate / target_velocity / sq_norm
   groups: tuple[str, ...] = ("velocity",)
+  exclusive_groups = False        # True: exactly one group is active per step
 
   def __init__(self, *, model, base, coupling, p_uncond: float = 0.0,
                group_coupling: bool = True):

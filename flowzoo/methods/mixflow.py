@@ -12,10 +12,10 @@ trains the base through the Gumbel-softmax sample x0, with tau held fixed (it
 is an integer assignment). The planner (`planner.Planner`) decides per step
 which one is optimised: `loss` returns `where(base_step, L_geo, L_OT)` and
 `active` enables only the matching parameter group, so the trainer's
-per-group optimizers see exactly Algorithm 1, lines 16-25. The velocity
-network's forward/backward runs on base steps too (its gradient is masked to
-zero); with k = 10 that wastes at most 1/11 of the work, and keeps one traced
-program for all phases.
+per-group optimizers see exactly Algorithm 1, lines 16-25. By default both
+groups' backward passes run every step (the inactive one's gradient is zero)
+in one traced program for all phases; `active_group_grads=True` runs only the
+active group's (faster; see the class docstring).
 
 Base dropout is switched by the traced planner flag (no retracing between
 phases). Generation (§3.2) is CFM's: an exact (hard) draw from the predicted
@@ -69,6 +69,16 @@ class MixFlow(CFM):
       `base.name=gaussian`): with a trained base the reference trains that
       shared encoder on base steps, which flowzoo's GMM (its own h_Theta, h_p
       on the descriptor) does not model.
+    active_group_grads: differentiate only the group the planner updates at
+      each step (`exclusive_groups`, `flowzoo.train.Trainer._grads`): a
+      velocity step then runs no backward pass through the base network, a
+      base step none through the velocity field. On the main job (real
+      wells: the base's h_Theta is as large as the velocity MLP) MixFlow's
+      step took 6.98 / 8.79 instead of 8.85 / 9.22 ms with the exact coupling
+      and 3.29 / 3.56 instead of 4.66 / 4.52 ms with independent pairs (two
+      runs of `benchmarks/mixflow_step.py --main_job`, 2026-12-02). The gradients are the same up to float rounding (XLA
+      fuses the branches differently), not bit for bit, so it is off by
+      default until the MixFlow results pages are re-run with it.
   """
 
   name = "mixflow"
@@ -78,7 +88,8 @@ class MixFlow(CFM):
                alternating: float = 0.8, cooldown: float = 0.1, base_every: int = 10,
                cooldown_dropout: bool = False, velocity_step_dropout: bool = True,
                base_step_rule: str = "after_k", cond_encoder: str = "none",
-               cond_encoder_dropout: float = 0.5, time_sampling: str = "uniform"):
+               cond_encoder_dropout: float = 0.5, time_sampling: str = "uniform",
+               active_group_grads: bool = False):
     super().__init__(model=model, base=base, coupling=coupling, sigma=sigma, p_uncond=p_uncond,
                      group_coupling=group_coupling, cond_encoder=cond_encoder,
                      cond_encoder_dropout=cond_encoder_dropout, time_sampling=time_sampling)
@@ -92,6 +103,7 @@ class MixFlow(CFM):
     self.velocity_step_dropout = bool(velocity_step_dropout)
     self.trains_base = base.trainable
     self.groups = ("velocity", "base") if self.trains_base else ("velocity",)
+    self.exclusive_groups = bool(active_group_grads)  # one group is active per step (`active`)
 
   # -- planner (Algorithm 1, lines 16-25) ----------------------------------------------------
   def is_base_step(self, step: jax.Array) -> jax.Array:
