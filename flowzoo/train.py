@@ -217,7 +217,8 @@ class Trainer:
     per step, MixFlow's planner) differentiates only the active group, in a
     `lax.switch` branch: the other group's gradient is zero anyway (it does
     not reach the loss that step), and its backward pass, which XLA would
-    still run, is then never traced (MixFlow's `active_group_grads`).
+    otherwise still run, becomes dead code in the branch (MixFlow's
+    `active_group_grads`).
     """
     value_and_grad = jax.value_and_grad(self.method.loss, has_aux=True)
     groups = self.method.groups

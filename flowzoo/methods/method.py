@@ -24,8 +24,9 @@ Interface the trainer and evaluator use:
 * `active(step) -> {group: bool}`: which groups the optimizer updates at
   `step` (MixFlow's planner alternates "velocity" and "base"). An inactive
   group's parameters and optimizer state stay exactly unchanged. A method
-  whose groups take turns (exactly one active per step) sets
-  `exclusive_groups`: the trainer then differentiates the active group only.
+  whose groups take turns (exactly one active per step) may set
+  `exclusive_groups`: the trainer then differentiates the active group only
+  (MixFlow's `active_group_grads`).
 * `generate(params, rng, batch, ...)`: integrate from the base at t = 0 to
   t = 1 for the rows of `batch` (their `cond`; `x0` for empirical bases;
   `mask1` for point clouds).

@@ -76,9 +76,10 @@ class MixFlow(CFM):
       wells: the base's h_Theta is as large as the velocity MLP) MixFlow's
       step took 6.98 / 8.79 instead of 8.85 / 9.22 ms with the exact coupling
       and 3.29 / 3.56 instead of 4.66 / 4.52 ms with independent pairs (two
-      runs of `benchmarks/mixflow_step.py --main_job`, 2026-12-02). The gradients are the same up to float rounding (XLA
-      fuses the branches differently), not bit for bit, so it is off by
-      default until the MixFlow results pages are re-run with it.
+      runs, `benchmarks/mixflow_step.py --main_job`, 2026-12-02). The
+      gradients are the same up to float rounding (XLA fuses the branches
+      differently), not bit for bit, so it is off by default until the
+      MixFlow results pages are re-run with it.
   """
 
   name = "mixflow"
