@@ -79,9 +79,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.configs import mixflow_bbbc021
+from flowzoo import config as config_lib
 from flowzoo.bases.gaussian import Gaussian
 from flowzoo.bases.mixture import GMM
 from flowzoo.data.populations import Populations, pack
+from flowzoo.experiment import setup
 from flowzoo.methods.mixflow import MixFlow
 from flowzoo.models.mlp import MLP
 from flowzoo.registry import COUPLINGS
@@ -108,12 +111,17 @@ def steps_per_second(base, coupling: str, steps: int, spd: int, ppb: int = 1,
   opts = {g: make_optimizer(name="adam", lr=1e-3) for g in method.groups}
   trainer = Trainer(method, opts, batch_size=BATCH, populations_per_batch=ppb)
   data, ids = trainer.replicate(pack(pops)), jnp.arange(len(pops.names))
-  state = trainer.init(jax.random.key(0), data, ids)
   key = jax.random.key(1)
-  state, _ = trainer.run(state, data, ids, key, spd)  # compile
+  return _rate(lambda s: trainer.run(s, data, ids, key, spd)[0],
+               trainer.init(jax.random.key(0), data, ids), steps, spd)
+
+
+def _rate(run, state, steps: int, spd: int) -> float:
+  """Steps/s of `run(state) -> state` (`spd` steps each), after one untimed call (compile)."""
+  state = run(state)
   t0 = time.perf_counter()
   for _ in range(steps // spd):
-    state, _ = trainer.run(state, data, ids, key, spd)
+    state = run(state)
   return (steps // spd) * spd / (time.perf_counter() - t0)
 
 
@@ -132,18 +140,11 @@ MAIN_JOB_ARMS = {
 
 def main_job_steps_per_second(overrides: str, steps: int, spd: int) -> float:
   """Train steps/s of the main job's config with `overrides`, after its first dispatch."""
-  from experiments.configs import mixflow_bbbc021  # pylint: disable=import-outside-toplevel
-  from flowzoo import config as config_lib  # pylint: disable=import-outside-toplevel
-  from flowzoo.experiment import setup  # pylint: disable=import-outside-toplevel
   config = config_lib.apply_overrides(mixflow_bbbc021.get_config(),
                                       config_lib.parse_overrides(overrides))
-  exp = setup(config, quiet_unused=True)
-  state, key = exp.init(), jax.random.key(1)
-  state, _ = exp.trainer.run(state, exp.packed, exp.train_ids, key, spd)  # compile
-  t0 = time.perf_counter()
-  for _ in range(steps // spd):
-    state, _ = exp.trainer.run(state, exp.packed, exp.train_ids, key, spd)
-  return (steps // spd) * spd / (time.perf_counter() - t0)
+  exp, key = setup(config, quiet_unused=True), jax.random.key(1)
+  return _rate(lambda s: exp.trainer.run(s, exp.packed, exp.train_ids, key, spd)[0],
+               exp.init(), steps, spd)
 
 
 def main_job(a) -> None:

@@ -318,7 +318,7 @@ def classifier_scores(classifier, feats, labels, name: str = "generated") -> dic
   """
   from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
   x, y = _labelled(feats, labels, name)
-  expected = classifier[0].n_features_in_
+  expected = classifier.n_features_in_
   if x.shape[1] != expected:
     raise ValueError(f"feature dimensions differ: {name}_feats has {x.shape[1]}, the "
                      f"classifier was trained on {expected}.")
@@ -351,9 +351,6 @@ def condition_accuracy(train_feats, train_labels, generated_feats, generated_lab
     ValueError: bad shapes, fewer than 2 training classes, or an evaluation
       label the classifier never saw (it could not be predicted).
   """
-  # Check both evaluation sets before fitting: bad input fails fast.
-  _labelled(generated_feats, generated_labels, "generated")
-  _labelled(real_feats, real_labels, "real")
   clf = condition_classifier(train_feats, train_labels)
   out = classifier_scores(clf, generated_feats, generated_labels, "generated")
   real = classifier_scores(clf, real_feats, real_labels, "real")
