@@ -19,7 +19,7 @@ of clouds against all clouds per call (one compile per padded shape, float32
 differences, not the expanded |x|^2 + |y|^2 - 2xy whose cancellation would
 blur near-identical clouds). Chamfer is entirely in JAX. EMD costs are
 computed there too and solved exactly on the host, in batches: equal-size
-pairs by the assignment of `flowzoo.couplings.assignment` (scipy), others
+pairs by the assignment of `flowzoo.couplings.assignment` (lapx), others
 by `ot.emd2`. Chunks have power-of-two sizes, so a few shapes compile once. For 1-NNA only pairs that can still be a nearest
 neighbour are solved: W1(X, Y) >= W1 of their projections on a line (a
 1-Lipschitz map), exact by sorting, so each cloud visits candidates in

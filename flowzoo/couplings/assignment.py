@@ -1,4 +1,4 @@
-"""Exact linear assignment on batches of cost blocks: warm-start duals, JAX Hungarian, scipy.
+"""Exact linear assignment on batches of cost blocks: warm-start duals, JAX Hungarian, host solvers.
 
 Shared by the `exact` coupling and the point-cloud EMD of
 `flowzoo.metrics_pointclouds`. Every function takes a batch of `P` blocks
@@ -30,11 +30,21 @@ left over take their cheapest valid column, and padded rows return column
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+import lap  # the lapx distribution (its import name is `lap`)
 import numpy as np
 import optax
 from scipy.optimize import linear_sum_assignment
+
+# Host solvers of `linear_assignment`. "lapx": lapx's `lapjvh` (Jonker-Volgenant,
+# native), 2-4x faster than scipy on warm-started flow-matching blocks (n = 256,
+# dims 16 and 189: 0.19-0.45 vs 0.74-0.96 ms) and the same optimum on 3000
+# random problems including tie-heavy ones (tests/couplings/test_assignment.py).
+# "scipy": `linear_sum_assignment`, the reference.
+HOST_SOLVERS = ("lapx", "scipy")
 
 # Epsilons (relative to the mean reduced cost) of the warm start, and kernel
 # iterations per epsilon. Measured at n = 256 (squared Euclidean, dim 16,
@@ -166,9 +176,33 @@ def hungarian(cost: jax.Array, valid: jax.Array, *, warm_start: bool = True) -> 
   return jax.vmap(one)(cost, valid)
 
 
+def linear_assignment(cost: np.ndarray, solver: str = "lapx") -> tuple[np.ndarray, np.ndarray]:
+  """Minimum-cost matching of the smaller side of `cost` `[n, m]` (scipy's semantics).
+
+  Returns:
+    rows, cols: `[min(n, m)]` int arrays, rows increasing; row `rows[k]` is
+    matched to column `cols[k]`.
+  Raises:
+    ValueError: unknown solver (lists the valid ones).
+  """
+  if solver == "scipy":
+    return linear_sum_assignment(cost)
+  if solver != "lapx":
+    raise ValueError(f"linear_assignment: solver must be one of {HOST_SOLVERS}, got {solver!r}.")
+  n, m = cost.shape
+  rows, cols = lap.lapjvh(cost, extend_cost=n != m, return_cost=False)
+  k = min(n, m)
+  if len(rows) == k and len(np.unique(rows)) == k and len(np.unique(cols)) == k:
+    return rows, cols
+  # Never seen in our tests; a wrong matching must not reach training silently.
+  warnings.warn(f"lapx returned an incomplete matching ({len(rows)} of {k} pairs) on a "
+                f"{n}x{m} cost; solved with scipy instead.", RuntimeWarning, stacklevel=2)
+  return linear_sum_assignment(cost)
+
+
 def assign_host(cost: np.ndarray, valid: np.ndarray, f: np.ndarray,
-                g: np.ndarray) -> np.ndarray:
-  """Host-side exact assignment of blocks with scipy; returns `j` `[..., n]` int32.
+                g: np.ndarray, solver: str = "lapx") -> np.ndarray:
+  """Host-side exact assignment of blocks; returns `j` `[..., n]` int32.
 
   Pure numpy (a JAX operation inside a host callback can deadlock against the
   dispatching thread, seen here when the coupling ran outside jit). Leading
@@ -177,6 +211,7 @@ def assign_host(cost: np.ndarray, valid: np.ndarray, f: np.ndarray,
   Args:
     cost: `[..., n, m]` costs; valid: `[..., n, m]` bool;
     f, g: `[..., n]`, `[..., m]` invariant duals (zeros for no warm start).
+    solver: a name in `HOST_SOLVERS` (`linear_assignment`).
   """
   cost = np.asarray(cost, np.float64)
   valid = np.asarray(valid, bool)
@@ -186,14 +221,14 @@ def assign_host(cost: np.ndarray, valid: np.ndarray, f: np.ndarray,
   f, g = f.reshape(-1, n), g.reshape(-1, m)
   out = np.empty((cost.shape[0], n), np.int32)
   for p in range(cost.shape[0]):
-    out[p] = _assign_block(cost[p], valid[p], f[p], g[p])
+    out[p] = _assign_block(cost[p], valid[p], f[p], g[p], solver)
   return out.reshape(*lead, n)
 
 
-def _assign_block(cost, valid, f, g) -> np.ndarray:
+def _assign_block(cost, valid, f, g, solver) -> np.ndarray:
   n, m = cost.shape
   if n == m and valid.all():  # one population per block (the main job): no sub-matrix copies
-    return linear_sum_assignment(cost - f[:, None] - g[None, :])[1].astype(np.int32)
+    return linear_assignment(cost - f[:, None] - g[None, :], solver)[1].astype(np.int32)
   j = (np.arange(n) % m).astype(np.int32)
   todo = valid.any(1)
   while todo.any():
@@ -204,7 +239,7 @@ def _assign_block(cost, valid, f, g) -> np.ndarray:
     rows = np.flatnonzero(todo & valid[:, cols[0]])
     todo[rows] = False
     sub = cost[np.ix_(rows, cols)]
-    r, c = linear_sum_assignment(sub - f[rows][:, None] - g[cols][None, :])
+    r, c = linear_assignment(sub - f[rows][:, None] - g[cols][None, :], solver)
     j[rows[r]] = cols[c]
     left = np.setdiff1d(np.arange(rows.size), r)
     if left.size:

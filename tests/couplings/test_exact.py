@@ -1,4 +1,4 @@
-"""Exact OT coupling (scipy callback and in-JAX Hungarian) vs linear_sum_assignment."""
+"""Exact OT coupling (lapx and scipy callbacks, in-JAX Hungarian) vs linear_sum_assignment."""
 
 import chex
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from flowzoo.couplings.exact import Exact
+from flowzoo.couplings.exact import SOLVERS, Exact
 
 
 def sq_cost(x0, x1):
@@ -91,7 +91,7 @@ def random_problem(seed, n=24, runs=3, masked=True):
   return x0, x1, groups, mask0, mask1
 
 
-@pytest.mark.parametrize("solver", ["scipy", "hungarian"])
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("group_size", [None, 8])
 @pytest.mark.parametrize("masked", [False, True])
 def test_optimal_cost_per_group_vs_scipy(solver, group_size, masked):
@@ -110,7 +110,7 @@ def test_optimal_cost_per_group_vs_scipy(solver, group_size, masked):
                                reference_cost(cost, groups, mask0, mask1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["scipy", "hungarian"])
+@pytest.mark.parametrize("solver", SOLVERS)
 def test_warm_start_changes_nothing_and_no_retrace(solver):
   cold, warm = Exact(solver=solver, warm_start=False), Exact(solver=solver)
   chex.clear_trace_counter()
@@ -125,7 +125,7 @@ def test_warm_start_changes_nothing_and_no_retrace(solver):
     np.testing.assert_array_equal(pair(x0, x1)[1], cold(None, x0, x1)[1])
 
 
-@pytest.mark.parametrize("solver", ["scipy", "hungarian"])
+@pytest.mark.parametrize("solver", SOLVERS)
 def test_vmap_solves_each_problem(solver):
   rng = np.random.default_rng(5)
   x0, x1 = rng.normal(size=(2, 3, 10, 2)).astype(np.float32)
@@ -136,7 +136,7 @@ def test_vmap_solves_each_problem(solver):
 
 def test_bad_arguments():
   with pytest.raises(ValueError, match="solver must be one of"):
-    Exact(solver="lapjv")
+    Exact(solver="lapjvh")
   with pytest.raises(ValueError, match="group_size"):
     Exact(group_size=0)
   x = jnp.zeros((10, 2))

@@ -67,7 +67,7 @@ _SCRIPT = textwrap.dedent("""
     from tests.couplings.test_exact_sharded import pair_and_train
     print(json.dumps({{s: pair_and_train(s) for s in {solvers!r}}}))
 """)
-SOLVERS = ("scipy", "hungarian")
+SOLVERS = ("lapx", "hungarian")
 
 
 @pytest.fixture(scope="module")
