@@ -69,6 +69,29 @@ scipy 1.76 -> 1.15 ms per problem on 60 of the main job's saved problems
 timed alone, but slower inside the step (main job 4.57 vs 4.32 ms, this
 layout 3.31 vs 2.97 ms, interleaved A/B): timings of the coupling alone do
 not predict the step.
+
+lapx (2026-12-02, the default solver since; a slow phase of the machine, a
+2048^3 matmul at 140-168 GFLOP/s). `python benchmarks/mixflow_step.py`: cfm /
+independent 2.91 ms, cfm / exact (lapx) 4.98 ms (1.71x), solver=scipy 6.23
+ms (2.14x), Hungarian 7.76 ms (2.66x), old coupling 17.2 ms (5.92x), mixflow
+/ exact 6.50 ms (1.31x its twin). `--main_job --steps 1000
+--steps_per_dispatch 200 --repeats 2`: cfm / independent 4.09 ms, cfm /
+exact (lapx) 6.96 ms (1.70x), solver=scipy 9.19 ms (2.25x); mixflow / exact
+15.2 ms (scipy 16.9 ms), with active_group_grads 10.3 ms. Where the rest of
+the exact step goes (scratch timings in the step, same phase, 600 steps):
+independent 2.49 ms; the same step with a host callback that takes one
+scalar and returns the identity pairing 3.09 ms, with the cost matrix as its
+argument 3.58 ms, plus the warm-start duals (callback still a no-op) 4.26
+ms, plus scipy 5.67 ms or lapx 4.97 ms. So after lapx the callback's round
+trip (0.5-1 ms inside the step, 50-100 us in an empty loop) and the duals
+(0.3 ms) are most of what is left. Not kept: solving the next step's
+problem on a host thread while XLA trains this one (an ordered
+`io_callback` submits, a second one collects): the solve hides behind the
+step (0.13-0.2 ms left to wait) but the two callbacks and the contention
+for the 2 cores cost more (4.9-5.2 vs 4.6-4.9 ms synchronous), and it only
+applies to fixed bases. scipy's sparse LAPJVsp
+(`min_weight_full_bipartite_matching`) was slower than its dense solver
+(2.1-2.8 vs 0.8-1.2 ms warm).
 """
 
 from __future__ import annotations
