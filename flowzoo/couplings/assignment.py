@@ -41,8 +41,9 @@ from scipy.optimize import linear_sum_assignment
 
 # Host solvers of `linear_assignment`. "lapx": lapx's `lapjvh` (Jonker-Volgenant,
 # native), 2-4x faster than scipy on warm-started flow-matching blocks (n = 256,
-# dims 16 and 189: 0.19-0.45 vs 0.74-0.96 ms) and the same optimum on 3000
-# random problems including tie-heavy ones (tests/couplings/test_assignment.py).
+# dims 16 and 189: 0.19-0.68 vs 0.74-1.18 ms, flowzoo/couplings/exact.py) and
+# the same optimum on 3000 random problems including tie-heavy and rectangular
+# ones (a scratch run; tests/couplings/test_assignment.py keeps 400 of them).
 # "scipy": `linear_sum_assignment`, the reference.
 HOST_SOLVERS = ("lapx", "scipy")
 
