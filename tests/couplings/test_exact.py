@@ -151,3 +151,18 @@ def test_group_size_takes_diagonal_blocks_of_a_given_cost():
   _, j_blocks = Exact(group_size=8)(None, x0, x1, cost=cost, **args)
   _, j_full = Exact()(None, x0, x1, **args)
   np.testing.assert_array_equal(j_blocks, j_full)
+
+
+@pytest.mark.parametrize("solver", ["lapx", "scipy"])
+def test_non_finite_sources_pair_by_default_and_do_not_raise(solver):
+  # A diverged run: the step must finish so that the trainer names the step
+  # whose loss is not finite (scipy raised inside the program before).
+  rng = np.random.default_rng(6)
+  x0, x1 = rng.normal(size=(2, 8, 2)).astype(np.float32)
+  x0[3, 1] = np.nan
+  _, j = Exact(solver=solver)(None, jnp.asarray(x0), jnp.asarray(x1))
+  np.testing.assert_array_equal(j, np.arange(8))
+  _, j = Exact(solver=solver, group_size=4)(None, jnp.asarray(x0), jnp.asarray(x1),
+                                             groups=jnp.repeat(jnp.arange(2), 4))
+  np.testing.assert_array_equal(j[4:], linear_sum_assignment(sq_cost(x0[4:], x1[4:]))[1] + 4)
+  np.testing.assert_array_equal(j[:4], np.arange(4))
