@@ -230,14 +230,14 @@ def assign_host(cost: np.ndarray, valid: np.ndarray, f: np.ndarray,
 
 def _assign_block(cost, valid, f, g, solver) -> np.ndarray:
   n, m = cost.shape
+  j = (np.arange(n) % m).astype(np.int32)  # the default pairing
   if not np.isfinite(np.sum(cost, where=valid)):  # 34 us at n = 256, no copy
     # A diverged run (NaN or inf samples). scipy would raise inside the XLA
     # program and lapx's result is undefined; any pairing lets the step finish
     # with a non-finite loss, which the trainer reports with its step number.
-    return (np.arange(n) % m).astype(np.int32)
+    return j
   if n == m and valid.all():  # one population per block (the main job): no sub-matrix copies
     return linear_assignment(cost - f[:, None] - g[None, :], solver)[1].astype(np.int32)
-  j = (np.arange(n) % m).astype(np.int32)
   todo = valid.any(1)
   while todo.any():
     # One group: the valid columns of the first unsolved row, and the rows

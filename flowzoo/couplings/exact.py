@@ -76,7 +76,7 @@ from flowzoo.couplings import assignment, plans
 from flowzoo.couplings.coupling import Coupling
 from flowzoo.registry import COUPLINGS
 
-SOLVERS = ("lapx", "scipy", "hungarian")
+SOLVERS = (*assignment.HOST_SOLVERS, "hungarian")
 
 
 @COUPLINGS.register("exact")
