@@ -92,6 +92,18 @@ for the 2 cores cost more (4.9-5.2 vs 4.6-4.9 ms synchronous), and it only
 applies to fixed bases. scipy's sparse LAPJVsp
 (`min_weight_full_bipartite_matching`) was slower than its dense solver
 (2.1-2.8 vs 0.8-1.2 ms warm).
+
+lapx at full speed (2026-12-02 again, idle, a 2048^3 matmul at 342-367
+GFLOP/s before and after each run). `--main_job --steps 1000
+--steps_per_dispatch 200 --repeats 2`: cfm / independent 2.46 ms, cfm /
+exact (lapx) 4.22 ms (1.72x: the <= 2x target holds at full speed too),
+solver=scipy 4.93 ms (2.00x); mixflow / exact 7.51 ms (scipy 8.66 ms), with
+active_group_grads 6.45 ms; mixflow / independent 5.46 ms (4.14 ms with
+active_group_grads), so MixFlow's own exact / independent is 1.37x.
+`python benchmarks/mixflow_step.py`: cfm / independent 1.63 ms, cfm / exact
+(lapx) 3.03 ms (1.86x), solver=scipy 3.38 ms (2.08x), Hungarian 4.42 ms
+(2.72x), old coupling 9.65 ms (5.94x), mixflow / exact 4.15 ms (1.37x its
+twin).
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ All three start from dual potentials of a few annealed Sinkhorn iterations
 flow-matching costs at n = 256-1024 (benchmarks/couplings.py); the main
 job's exact-coupled CFM step went from 4.7x to 1.9x an independent step
 (benchmarks/mixflow_step.py, loaded machine), the in-JAX Hungarian being as
-fast as scipy there; with lapx, 1.70x vs scipy's 2.25x in one run (slow
-phase of the machine; the ratio grows on a faster one, see that docstring).
+fast as scipy there; with lapx, 1.70x vs scipy's 2.25x in a slow phase of
+the machine and 1.72x vs 2.00x at full speed (see that docstring).
 
 Groups: pairs are made only within a group (`groups[k]` labels row k of both
 x0 and x1), exactly, per group, with no penalty cost. Within a group with more
