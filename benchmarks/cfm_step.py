@@ -37,11 +37,26 @@ only (`--torch_steps 0`), each one run: XLA_FLAGS=--xla_cpu_use_xnnpack=true
 --steps_per_dispatch 500 268.4-271.0 (62-63 % of a peak measured at 390-430
 GFLOP/s in those runs: the peak itself moves by +-15 % within minutes).
 
+Later on 2026-12-02 (idle, peak 329-368 GFLOP/s between runs) the default
+run printed 229.5 steps/s, 60 % of the peak bound and 70 % of the
+matmuls-alone bound (329.6 steps/s); PyTorch eager 227.8, torch.compile
+244.5 (flowzoo 1.01x, 0.94x: PyTorch ran twice as fast as in the morning run
+on the same machine). Tries the same hour, each interleaved with the default
+in one process (3 rounds, best of each, scratch script): the first layer as
+x @ W_x + time_features @ W_t + cond @ W_c instead of one matmul on their
+concatenation (the time embedding fused into the first layer, no concat)
+232.5 vs 232.8; no buffer donation in the jitted scan 233.2 vs 232.8: both
+noise. `JAX_DEFAULT_MATMUL_PRECISION` (one process each, `--torch_steps 0`):
+default 229.6 / 222.1, highest 225.2, bfloat16 226.8 steps/s: XLA:CPU
+computes float32 dots in float32 whatever the flag says.
+
 None reaches 85 % of the 2048^3 peak. What bounds it is the size of the
 step's matrices: this step's matmuls alone (the last line printed, no
 element-wise work at all) run at 96 steps/s, so flowzoo's whole step
 (sampling, conditions, Adam, EMA, metrics) is at 76-87 % of its own
-matmuls' speed.
+matmuls' speed. At full speed the matmuls alone reach 86 % of the peak
+bound (329.6 of 382.9 steps/s, the run above), so 85 % of the peak would
+need everything else in the step to cost nothing.
 """
 
 from __future__ import annotations

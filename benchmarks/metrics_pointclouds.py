@@ -69,7 +69,7 @@ def main():
   x = np.concatenate(pops.samples)
   mask = np.concatenate(pops.masks)
   print(f"digits clouds: {len(x)} available, padded to {x.shape[1]} points, dim {x.shape[2]}; "
-        f"machine shared with other jobs (compare ratios, not absolute times)")
+        f"times move with the machine's load (compare ratios from one run)")
   rng = np.random.default_rng(0)
   for n in a.sizes:
     if 2 * n > len(x):

@@ -105,8 +105,8 @@ def main():
       diffrax.Dopri5(), 0.0, 1.0, None, x,
       stepsize_controller=diffrax.PIDController(rtol=a.tol, atol=a.tol)).stats)(x0)
   print(f"{a.samples} samples, dim {a.dim}, MLP {len(HIDDEN)}x{HIDDEN[0]} (random init), "
-        f"tol {a.tol}; jax {jax.__version__} on {jax.devices()[0].platform}; machine shared "
-        "with other jobs: compare ratios from one run")
+        f"tol {a.tol}; jax {jax.__version__} on {jax.devices()[0].platform}; times move with "
+        "the machine's load: compare ratios from one run")
   res = {}
   res["jax euler 100"] = best_time(lambda: euler(x0).block_until_ready(), a.repeats,
                                    "jax euler 100", a.samples)
