@@ -29,6 +29,13 @@ the method's defaults: eps 0.01, <= 1000 iterations, all solves converge):
    256     4998    2.93         3999    2.70            1328    2.87
    512    16978    3.40        11126    2.78            4476    3.37
 
+  the same, re-measured 2026-12-02 at full speed (2048^3 matmul at 318-368 GFLOP/s):
+     N    step ms  x prev  inner OT ms  x prev  net fwd+bwd ms  x prev
+    64      419       -          391       -              89       -
+   128     1119    2.67          795    2.04             201    2.25
+   256     4298    3.84         2894    3.64             491    2.45
+   512    12229    2.85         8132    2.81            2051    4.17
+
 Why vmapping all pairs grew worse than quadratic: not the iterations (their
 mean per solve falls with N: 330, 310, 277, 278), but the [64, N, N] working
 set of a Sinkhorn iteration leaving the caches (7.6x and 8.4x per doubling per
