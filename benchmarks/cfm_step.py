@@ -40,8 +40,8 @@ GFLOP/s in those runs: the peak itself moves by +-15 % within minutes).
 Later on 2026-12-02 (idle, peak 329-368 GFLOP/s between runs) the default
 run printed 229.5 steps/s, 60 % of the peak bound and 70 % of the
 matmuls-alone bound (329.6 steps/s); PyTorch eager 227.8, torch.compile
-244.5 (flowzoo 1.01x, 0.94x: PyTorch ran twice as fast as in the morning run
-on the same machine). Tries the same hour, each interleaved with the default
+244.5 (flowzoo 1.01x, 0.94x: PyTorch ran twice as fast as in the run above, on
+the same machine at a similar peak). Tries the same hour, each interleaved with the default
 in one process (3 rounds, best of each, scratch script): the first layer as
 x @ W_x + time_features @ W_t + cond @ W_c instead of one matmul on their
 concatenation (the time embedding fused into the first layer, no concat)
