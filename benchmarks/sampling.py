@@ -24,12 +24,15 @@ Measured on the idle 2-core CPU (2026-12-02, a 2048^3 matmul at 347-373
 GFLOP/s, two runs of the default): Euler 100 JAX 8354-8586 samples/s,
 torch 10137-10141 (JAX / torch 0.82-0.85x); dopri5 JAX 2816-2954, torch
 3103 (0.91-0.95x; diffrax 47 steps, torchdiffeq 290 evaluations).
-Where JAX's Euler goes (scratch script, batch 10k, same weights): the whole
-solve 1236-1243 ms, a hand-written `lax.scan` Euler the same, the MLP's
-matmuls alone 943 ms (torch's whole solve: 986 ms), the matmuls plus SiLU
-1130 ms. So JAX loses on element-wise work (SiLU, time features, biases),
-not in the solver. `XLA_FLAGS=--xla_cpu_use_xnnpack=true` (Euler 0.84x, dopri5 1.02x: noise) and
-`--xla_cpu_use_thunk_runtime=false` (solve 1276 ms) did not help.
+Where JAX's Euler goes (scratch script, batch 10k, same weights, one run):
+`integrate(solver="euler")` 1243 ms, a hand-written `lax.scan` Euler 1236
+ms, the MLP's matmuls alone 943 ms (torch's whole solve: 986 ms), the
+matmuls plus SiLU 1130 ms. So JAX loses on element-wise work (SiLU, time
+features, biases), not in the solver. Flags did not help Euler:
+`XLA_FLAGS=--xla_cpu_use_xnnpack=true` (one benchmark run: Euler 0.84x;
+dopri5 1.02x, JAX 3230 ms against 3386-3551 ms without the flag, one run
+only, so not established) and `--xla_cpu_use_thunk_runtime=false`
+(`integrate` 1276 ms).
 """
 
 from __future__ import annotations
